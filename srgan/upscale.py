@@ -1,0 +1,49 @@
+"""Command line: ``python -m srgan.upscale IN OUT --model srresnet``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .images import ImageError, load_image
+from .inference import METHODS, Upscaler
+from .weights import MissingWeightsError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m srgan.upscale", description="4x super-resolution of one image.")
+    parser.add_argument("input", type=Path, help="image to upscale (PNG, JPEG, ...)")
+    parser.add_argument("output", type=Path, help="where to write the 4x result (PNG recommended)")
+    parser.add_argument("--model", choices=METHODS, default="srresnet", help="method (default: srresnet)")
+    parser.add_argument("--alpha", type=float, default=None,
+                        help="blend SRResNet (0) and SRGAN (1) weights by network interpolation")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--tile", type=int, default=128, help="LR tile side; 0 runs the whole image at once")
+    parser.add_argument("--max-pixels", type=int, default=None, help="refuse inputs with more pixels (default 4e6)")
+    args = parser.parse_args(argv)
+
+    if args.alpha is not None and not 0 <= args.alpha <= 1:
+        parser.error("--alpha must be between 0 and 1")
+    try:
+        image = load_image(args.input, max_pixels=args.max_pixels)
+        upscaler = Upscaler(device=args.device, tile=args.tile or None)
+        start = time.perf_counter()
+        result = upscaler.upscale(image, args.model, alpha=args.alpha)
+        elapsed = time.perf_counter() - start
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        result.save(args.output)
+    except (ImageError, MissingWeightsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError, RuntimeError) as exc:
+        print(f"error: {args.output}: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.input} {image.width}x{image.height} -> {args.output} {result.width}x{result.height} "
+          f"({args.model}, {elapsed:.2f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

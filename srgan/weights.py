@@ -1,0 +1,164 @@
+"""Named generator weights that live inside the package.
+
+Like torchvision's ``Weights`` enums, each entry says what the file holds and
+how it was made; the training metadata travels in the file itself. Nothing is
+ever downloaded: a missing file is an error naming the command that makes it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .models import SRResNet
+
+PACKAGE_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    name: str
+    filename: str
+    description: str
+    recipe: str  # the command that trains it
+    paper_psnr: dict[str, float]  # the paper's Table 2 Y-PSNR (dB), 4x
+    paper_ssim: dict[str, float]
+
+
+WEIGHTS: dict[str, WeightsInfo] = {
+    "srresnet_x4": WeightsInfo(
+        name="srresnet_x4",
+        filename="srresnet_x4.pt",
+        description="SRResNet, 16 blocks, 4x, trained with pixel MSE",
+        recipe="python -m srgan.train --stage srresnet (on a GPU)",
+        paper_psnr={"Set5": 32.05, "Set14": 28.49, "BSD100": 27.58},
+        paper_ssim={"Set5": 0.9019, "Set14": 0.8184, "BSD100": 0.7620},
+    ),
+    "srgan_x4": WeightsInfo(
+        name="srgan_x4",
+        filename="srgan_x4.pt",
+        description="SRGAN-VGG54 generator, 4x, VGG54 content + 1e-3 adversarial loss",
+        recipe="python -m srgan.train --stage srgan (on a GPU, from srresnet_x4)",
+        paper_psnr={"Set5": 29.40, "Set14": 26.02, "BSD100": 25.16},
+        paper_ssim={"Set5": 0.8472, "Set14": 0.7397, "BSD100": 0.6688},
+    ),
+}
+
+# Method names used across the app -> weight names.
+METHOD_WEIGHTS = {"srresnet": "srresnet_x4", "srgan": "srgan_x4"}
+
+
+class MissingWeightsError(FileNotFoundError):
+    """Trained weights that are not in the package (yet)."""
+
+
+def weights_dir() -> Path:
+    """SRGAN_WEIGHTS_DIR if set (read at call time), else the package's own folder."""
+    env = os.environ.get("SRGAN_WEIGHTS_DIR")
+    return Path(env) if env else PACKAGE_WEIGHTS_DIR
+
+
+def _info(name: str) -> WeightsInfo:
+    name = METHOD_WEIGHTS.get(name, name)
+    if name not in WEIGHTS:
+        raise KeyError(f"unknown weights {name!r}; known: {', '.join(WEIGHTS)}")
+    return WEIGHTS[name]
+
+
+def weights_path(name: str) -> Path:
+    return weights_dir() / _info(name).filename
+
+
+def is_available(name: str) -> bool:
+    return weights_path(name).is_file()
+
+
+def _read(name: str) -> dict[str, Any]:
+    info = _info(name)
+    path = weights_path(name)
+    if not path.is_file():
+        raise MissingWeightsError(
+            f"the {info.name} weights ({info.description}) are not in this package yet: "
+            f"{path} is missing. They are made by `{info.recipe}`."
+        )
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise MissingWeightsError(f"{path} is not a readable weights file ({exc})") from None
+    if not isinstance(blob, dict) or "state_dict" not in blob:
+        raise MissingWeightsError(f"{path} is not a weights file written by srgan.weights.save_weights")
+    return blob
+
+
+def weights_meta(name: str) -> dict[str, Any]:
+    """The training metadata stored with the weights (stage, data, iterations, ...)."""
+    return dict(_read(name).get("meta", {}))
+
+
+def generator_from_state_dict(state_dict: dict[str, torch.Tensor], meta: dict[str, Any] | None = None) -> SRResNet:
+    meta = meta or {}
+    model = SRResNet(
+        num_blocks=int(meta.get("num_blocks", 16)),
+        channels=int(meta.get("channels", 64)),
+        scale=int(meta.get("scale", 4)),
+    )
+    model.load_state_dict(state_dict)
+    return model.eval()
+
+
+def load_generator(name: str, *, device: torch.device | str = "cpu") -> SRResNet:
+    """The named trained generator, in eval mode, on ``device``."""
+    blob = _read(name)
+    return generator_from_state_dict(blob["state_dict"], blob.get("meta")).to(device)
+
+
+def load_state_dict(name: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    blob = _read(name)
+    return blob["state_dict"], dict(blob.get("meta", {}))
+
+
+def save_weights(model: torch.nn.Module, path: str | Path, meta: dict[str, Any]) -> Path:
+    """Write an fp32 state_dict with its metadata, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    module = getattr(model, "module", model)  # unwrap DDP
+    module = getattr(module, "_orig_mod", module)  # unwrap torch.compile
+    state = {k: v.detach().float().cpu().clone() if v.is_floating_point() else v.detach().cpu().clone()
+             for k, v in module.state_dict().items()}
+    meta = dict(meta)
+    if isinstance(module, SRResNet):
+        meta.setdefault("num_blocks", len(module.body))
+        meta.setdefault("channels", module.conv_first[0].out_channels)
+        meta.setdefault("scale", module.scale)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({"state_dict": state, "meta": meta}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def interpolate_state_dicts(
+    sd_a: dict[str, torch.Tensor], sd_b: dict[str, torch.Tensor], alpha: float
+) -> dict[str, torch.Tensor]:
+    """Network interpolation (as ESRGAN): (1 - alpha) * a + alpha * b, per tensor.
+
+    alpha = 0 and 1 return exact copies of a and b; integer buffers (BN's
+    batch counter) are taken from the nearer end.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if sd_a.keys() != sd_b.keys():
+        raise ValueError("the two state dicts hold different parameters")
+    out = {}
+    for key, a in sd_a.items():
+        b = sd_b[key]
+        if alpha == 0.0 or not a.is_floating_point():
+            out[key] = (a if alpha < 0.5 else b).clone() if not a.is_floating_point() else a.clone()
+        elif alpha == 1.0:
+            out[key] = b.clone()
+        else:
+            out[key] = torch.lerp(a, b, alpha)
+    return out
