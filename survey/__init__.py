@@ -1,0 +1,1 @@
+"""MOS study: rater sessions, the paper's protocol, ratings stored through SQLAlchemy."""

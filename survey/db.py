@@ -1,0 +1,276 @@
+"""The study database: SQLAlchemy 2 ORM models and the engine.
+
+Tables: studies, images, methods, stimuli (one image under one method, stored as a PNG with a
+name that does not reveal the method), raters, rating sessions (one per rater and study),
+presentations (what was shown to whom, in which position; calibration and hidden retest
+duplicates flagged) and ratings (one per presentation, score 1-5, times).
+
+The constraints, not code, make double counting impossible: UNIQUE(presentation) on ratings,
+UNIQUE(session, position) on presentations, CHECK(score BETWEEN 1 AND 5).
+
+SQLite by default (WAL, busy timeout, foreign keys on); any SQLAlchemy URL works (PostgreSQL
+via ``postgresql+psycopg://``). A ``schema_info`` row records the schema version.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    UniqueConstraint,
+    create_engine,
+    event,
+    select,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+
+SCHEMA_VERSION = 1
+
+
+class SchemaVersionError(RuntimeError):
+    """The database was written by a newer version of this app."""
+
+
+def utc_now() -> datetime:
+    """Naive UTC: portable across SQLite (no time zones) and PostgreSQL."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class SchemaInfo(Base):
+    __tablename__ = "schema_info"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utc_now)
+
+
+class Study(Base):
+    __tablename__ = "studies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utc_now)
+    # None: every rater rates every stimulus; else a balanced subset of this many.
+    per_rater: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Hidden test-retest duplicates per rater, and calibration images (each shown as 1 and 5).
+    repeats: Mapped[int] = mapped_column(Integer, default=2)
+    calibration_images: Mapped[int] = mapped_column(Integer, default=2)
+
+    images: Mapped[list[Image]] = relationship(back_populates="study")
+    methods: Mapped[list[Method]] = relationship(back_populates="study")
+
+    __table_args__ = (
+        CheckConstraint("per_rater IS NULL OR per_rater > 0", name="ck_study_per_rater"),
+        CheckConstraint("repeats >= 0", name="ck_study_repeats"),
+        CheckConstraint("calibration_images >= 0", name="ck_study_calibration"),
+    )
+
+
+class Image(Base):
+    __tablename__ = "images"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+
+    study: Mapped[Study] = relationship(back_populates="images")
+
+    __table_args__ = (UniqueConstraint("study_id", "name", name="uq_image_name"),)
+
+
+class Method(Base):
+    __tablename__ = "methods"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+
+    study: Mapped[Study] = relationship(back_populates="methods")
+
+    __table_args__ = (UniqueConstraint("study_id", "name", name="uq_method_name"),)
+
+
+class Stimulus(Base):
+    __tablename__ = "stimuli"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    method_id: Mapped[int] = mapped_column(ForeignKey("methods.id", ondelete="CASCADE"))
+    # Random hex name in the study folder; None for stimuli known only from imported ratings.
+    file_name: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    width: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    height: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+    image: Mapped[Image] = relationship()
+    method: Mapped[Method] = relationship()
+
+    __table_args__ = (
+        UniqueConstraint("image_id", "method_id", name="uq_stimulus"),
+        UniqueConstraint("study_id", "file_name", name="uq_stimulus_file"),
+    )
+
+
+class Rater(Base):
+    __tablename__ = "raters"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # The secret code a rater joins with; None for raters imported from a CSV.
+    code: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
+    # The public name used in exports (never the secret code).
+    label: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utc_now)
+    consented_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class RatingSession(Base):
+    __tablename__ = "rating_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rater_id: Mapped[int] = mapped_column(ForeignKey("raters.id", ondelete="CASCADE"))
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    label: Mapped[str] = mapped_column(String(64))
+    # The seed of this rater's order, and the rater's slot in the balanced assignment.
+    seed: Mapped[int] = mapped_column(Integer)
+    slot: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utc_now)
+
+    rater: Mapped[Rater] = relationship()
+    study: Mapped[Study] = relationship()
+
+    __table_args__ = (
+        UniqueConstraint("rater_id", "study_id", name="uq_session_rater_study"),
+        UniqueConstraint("study_id", "slot", name="uq_session_slot"),
+        UniqueConstraint("study_id", "label", name="uq_session_label"),
+    )
+
+
+class Presentation(Base):
+    __tablename__ = "presentations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("rating_sessions.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    stimulus_id: Mapped[int] = mapped_column(ForeignKey("stimuli.id", ondelete="CASCADE"))
+    is_calibration: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_repeat: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Calibration only: the score this example stands for (1 or 5).
+    calibration_score: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Last time the page showed it (response times count from here), and, for calibration,
+    # when the rater moved on.
+    shown_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+    session: Mapped[RatingSession] = relationship()
+    stimulus: Mapped[Stimulus] = relationship()
+
+    __table_args__ = (
+        UniqueConstraint("session_id", "position", name="uq_presentation_position"),
+        CheckConstraint("position >= 0", name="ck_presentation_position"),
+    )
+
+
+class Rating(Base):
+    __tablename__ = "ratings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    presentation_id: Mapped[int] = mapped_column(
+        ForeignKey("presentations.id", ondelete="CASCADE"), unique=True
+    )
+    score: Mapped[int] = mapped_column(Integer)
+    # Always set for ratings given here; may be unknown for ratings imported from a CSV.
+    shown_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    answered_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    response_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+    presentation: Mapped[Presentation] = relationship()
+
+    __table_args__ = (
+        CheckConstraint("score BETWEEN 1 AND 5", name="ck_rating_score"),
+        CheckConstraint("response_ms >= 0", name="ck_rating_response"),
+    )
+
+
+def default_app_dir() -> Path:
+    return Path(os.environ.get("SRGAN_APP_DIR", Path(__file__).resolve().parent.parent / "var"))
+
+
+def default_db_url(app_dir: Path | None = None) -> str:
+    """SURVEY_DB_URL, else a SQLite file in the app folder."""
+    url = os.environ.get("SURVEY_DB_URL")
+    if url:
+        return url
+    return f"sqlite:///{(app_dir or default_app_dir()) / 'study.sqlite'}"
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+    cursor.execute("PRAGMA busy_timeout=5000")  # wait for a concurrent writer rather than fail
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def get_engine(db_url: str) -> Engine:
+    """One engine per URL for the process, with the schema created and its version checked."""
+    with _engines_lock:
+        engine = _engines.get(db_url)
+        if engine is None:
+            engine = _make_engine(db_url)
+            _engines[db_url] = engine
+        return engine
+
+
+def _make_engine(db_url: str) -> Engine:
+    if db_url.startswith("sqlite:///"):
+        Path(db_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(db_url, pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    try:
+        ensure_schema(engine)
+    except Exception:
+        engine.dispose()
+        raise
+    return engine
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Create missing tables, record the version, refuse a database from a newer app."""
+    Base.metadata.create_all(engine)
+    with Session(engine) as session, session.begin():
+        info = session.scalars(select(SchemaInfo).order_by(SchemaInfo.id)).first()
+        if info is None:
+            session.add(SchemaInfo(id=1, version=SCHEMA_VERSION))
+        elif info.version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"The study database has schema version {info.version}, newer than this app's "
+                f"version {SCHEMA_VERSION}; upgrade the app (or use another database)."
+            )
+        # Older versions would be migrated here, step by step, when version 2 exists.
+
+
+def dispose_engine(db_url: str) -> None:
+    """Close and forget the engine of a URL (tests, and before deleting a SQLite file)."""
+    with _engines_lock:
+        engine = _engines.pop(db_url, None)
+    if engine is not None:
+        engine.dispose()

@@ -1,0 +1,293 @@
+"""Build a MOS study: stimuli on disk and registered in the database.
+
+    python -m survey.prepare --name bsd100 --hr-dir ../shared/data/benchmarks/BSD100/HR
+    python -m survey.prepare --name baseline --from-outputs FOLDER   # FOLDER/<method>/<image>.png
+
+From HR photos: each is cropped to a multiple of 4, reduced 4x with our MATLAB-compatible
+bicubic (``srgan.inference.downscale``) and upscaled by each method; ``hr`` is the cropped
+original. Stimuli are PNGs with random names (the name never reveals the method) in
+``<app dir>/studies/<study>/``. Methods without trained weights are skipped with a note.
+Running again adds only what is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image as PILImage
+
+from survey import store
+from survey.db import default_app_dir, default_db_url, get_engine
+
+DEFAULT_METHODS = ("nearest", "bicubic", "srresnet", "srgan", "hr")  # the paper's BSD100 study
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+DEFAULT_STUDY = "examples"
+# scikit-image's bundled photographs and a 256x256 region of each (top, left): small stimuli.
+EXAMPLE_PHOTOS = {"astronaut": (40, 150), "coffee": (72, 172), "chelsea": (22, 98), "rocket": (90, 190)}
+EXAMPLE_SIZE = 256
+
+
+@dataclass
+class PrepareReport:
+    study: str
+    added: int = 0
+    kept: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def study_dir(app_dir: Path, study: str) -> Path:
+    return Path(app_dir) / "studies" / store.check_study_name(study)
+
+
+def stimulus_path(app_dir: Path, study: str, file_name: str) -> Path:
+    """The file of a stimulus, only ever inside its study folder (no traversal via names)."""
+    if not isinstance(file_name, str) or not file_name.endswith(".png") or not file_name[:-4].isalnum():
+        raise store.StudyError("Invalid stimulus file name.")
+    folder = study_dir(app_dir, study).resolve()
+    path = (folder / file_name).resolve()
+    if path.parent != folder:
+        raise store.StudyError("Invalid stimulus file name.")
+    return path
+
+
+def _save_png(image: PILImage.Image, folder: Path) -> str:
+    """Write atomically under a fresh random name; return the name."""
+    folder.mkdir(parents=True, exist_ok=True)
+    name = secrets.token_hex(16) + ".png"
+    tmp = folder / (name + ".tmp")
+    image.save(tmp, format="PNG")
+    os.replace(tmp, folder / name)
+    return name
+
+
+def _needs_file(engine, app_dir: Path, study: str, image: str, method: str) -> bool:
+    name = store.stimulus_file_name(engine, study, image, method)
+    return name is None or not stimulus_path(app_dir, study, name).is_file()
+
+
+def _add(engine, app_dir: Path, study: str, image_name: str, method: str, picture: PILImage.Image) -> None:
+    file_name = _save_png(picture.convert("RGB"), study_dir(app_dir, study))
+    store.register_stimulus(
+        engine, study, image=image_name, method=method, file_name=file_name, width=picture.width, height=picture.height
+    )
+
+
+def _check_methods(methods: list[str]) -> list[str]:
+    from srgan.inference import METHODS
+
+    known = set(METHODS) | {"hr"}
+    unknown = [m for m in methods if m not in known]
+    if unknown:
+        raise store.StudyError(f"Unknown method(s) {', '.join(unknown)}; choose from {', '.join(sorted(known))}.")
+    return list(dict.fromkeys(methods))
+
+
+def prepare_from_hr(
+    *,
+    db_url: str,
+    app_dir: Path,
+    study: str,
+    hr_images: dict[str, PILImage.Image | Path],
+    methods: list[str] | tuple[str, ...] = DEFAULT_METHODS,
+    per_rater: int | None = None,
+    repeats: int = 2,
+    calibration_images: int = 2,
+) -> PrepareReport:
+    """Add every (image, method) not yet in the study; ``hr_images`` maps names to images/files."""
+    from srgan import weights
+    from srgan.images import ImageError, crop_to_multiple, load_image
+    from srgan.inference import Upscaler, downscale
+
+    methods = _check_methods(list(methods))
+    engine = get_engine(db_url)
+    store.ensure_study(engine, study, per_rater=per_rater, repeats=repeats, calibration_images=calibration_images)
+    report = PrepareReport(study)
+    upscaler = Upscaler()
+    available = set(upscaler.available_methods()) | {"hr"}
+    for method in methods:
+        if method not in available:
+            report.notes.append(
+                f"Skipped method {method!r}: its trained weights are missing "
+                f"({weights.weights_path(method)}); train them, then run this again to add it."
+            )
+    usable = [m for m in methods if m in available]
+    for image_name, source in sorted(hr_images.items()):
+        missing = [m for m in usable if _needs_file(engine, app_dir, study, image_name, m)]
+        report.kept += len(usable) - len(missing)
+        if not missing:
+            continue
+        try:
+            hr = source if isinstance(source, PILImage.Image) else load_image(source)
+        except ImageError as error:
+            report.notes.append(f"Skipped image {image_name!r}: {error}")
+            continue
+        hr = crop_to_multiple(hr.convert("RGB"), 4)
+        lr = downscale(hr)
+        for method in missing:
+            picture = hr if method == "hr" else upscaler.upscale(lr, method)
+            _add(engine, app_dir, study, image_name, method, picture)
+            report.added += 1
+    return report
+
+
+def hr_folder_images(folder: Path) -> dict[str, Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise store.StudyError(f"HR folder not found: {folder}")
+    files = {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    if not files:
+        raise store.StudyError(f"No images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
+    return files
+
+
+def prepare_from_outputs(
+    *,
+    db_url: str,
+    app_dir: Path,
+    study: str,
+    outputs_dir: Path,
+    methods: list[str] | None = None,
+    per_rater: int | None = None,
+    repeats: int = 2,
+    calibration_images: int = 2,
+) -> PrepareReport:
+    """A study from pre-made outputs: ``outputs_dir/<method>/<image>.png`` (any method name)."""
+    from srgan.images import ImageError, load_image
+
+    outputs_dir = Path(outputs_dir)
+    if not outputs_dir.is_dir():
+        raise store.StudyError(f"Outputs folder not found: {outputs_dir}")
+    folders = {p.name: p for p in sorted(outputs_dir.iterdir()) if p.is_dir()}
+    wanted = methods if methods else list(folders)
+    for name in wanted:
+        store.check_study_name(name)  # method names: the same safe alphabet
+    engine = get_engine(db_url)
+    store.ensure_study(engine, study, per_rater=per_rater, repeats=repeats, calibration_images=calibration_images)
+    report = PrepareReport(study)
+    for method in wanted:
+        if method not in folders:
+            report.notes.append(f"Skipped method {method!r}: no folder {outputs_dir / method}")
+            continue
+        for path in sorted(folders[method].iterdir()):
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            if not _needs_file(engine, app_dir, study, path.stem, method):
+                report.kept += 1
+                continue
+            try:
+                picture = load_image(path)
+            except ImageError as error:
+                report.notes.append(f"Skipped {path}: {error}")
+                continue
+            _add(engine, app_dir, study, path.stem, method, picture)
+            report.added += 1
+    return report
+
+
+def example_photos() -> dict[str, PILImage.Image]:
+    """256x256 regions of scikit-image's bundled sample photographs."""
+    from skimage import data
+
+    photos = {}
+    for name, (top, left) in EXAMPLE_PHOTOS.items():
+        array = getattr(data, name)()
+        crop = array[top : top + EXAMPLE_SIZE, left : left + EXAMPLE_SIZE, :3]
+        photos[name] = PILImage.fromarray(crop).convert("RGB")
+    return photos
+
+
+def ensure_default_study(*, db_url: str, app_dir: Path) -> str:
+    """Create (once; later calls only add newly available methods) the "examples" study."""
+    from srgan.inference import Upscaler
+
+    engine = get_engine(db_url)
+    methods = [m for m in DEFAULT_METHODS if m == "hr" or m in Upscaler().available_methods()]
+    complete = DEFAULT_STUDY in store.list_studies(engine) and not any(
+        _needs_file(engine, app_dir, DEFAULT_STUDY, image, method) for image in EXAMPLE_PHOTOS for method in methods
+    )
+    if not complete:
+        prepare_from_hr(db_url=db_url, app_dir=app_dir, study=DEFAULT_STUDY, hr_images=example_photos(), methods=methods)
+    return DEFAULT_STUDY
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m survey.prepare", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--name", required=True, help="study name (letters, digits, . - _)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--hr-dir", type=Path, help="folder of HR images")
+    source.add_argument("--from-outputs", type=Path, help="folder with <method>/<image>.png")
+    parser.add_argument("--methods", help=f"comma-separated (default {','.join(DEFAULT_METHODS)}; "
+                        "with --from-outputs: every subfolder)")
+    parser.add_argument("--db", help="SQLAlchemy URL (default: env SURVEY_DB_URL or <app dir>/study.sqlite)")
+    parser.add_argument("--app-dir", type=Path, default=None, help="app state folder (default: env SRGAN_APP_DIR or var/)")
+    parser.add_argument("--per-rater", type=int, default=None,
+                        help="balanced subset of this many stimuli per rater (default: all)")
+    parser.add_argument("--repeats", type=int, default=None, help="hidden test-retest duplicates per rater (default 2)")
+    parser.add_argument("--calibration-images", type=int, default=None,
+                        help="images shown first as examples of a 1 and a 5 (default 2)")
+    return parser.parse_args(argv)
+
+
+def _update_options(db_url: str, args: argparse.Namespace) -> None:
+    """Options given for an existing study change it (raters who started keep their plan)."""
+    engine = get_engine(db_url)
+    if args.name not in store.list_studies(engine):
+        return
+    if args.per_rater is None and args.repeats is None and args.calibration_images is None:
+        return
+    current = store.study_summary(engine, args.name)
+    store.set_study_options(
+        engine, args.name,
+        per_rater=args.per_rater if args.per_rater is not None else current["per_rater"],
+        repeats=args.repeats if args.repeats is not None else current["repeats"],
+        calibration_images=args.calibration_images if args.calibration_images is not None else current["calibration_images"],
+    )
+    print("note: study options updated; raters who already started keep their sequence")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    app_dir = args.app_dir or default_app_dir()
+    db_url = args.db or default_db_url(app_dir)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    options = dict(
+        per_rater=args.per_rater,
+        repeats=2 if args.repeats is None else args.repeats,
+        calibration_images=2 if args.calibration_images is None else args.calibration_images,
+    )
+    try:
+        if (args.per_rater is not None and args.per_rater <= 0) or options["repeats"] < 0 or options["calibration_images"] < 0:
+            raise store.StudyError("--per-rater must be positive; --repeats and --calibration-images not negative")
+        _update_options(db_url, args)
+        if args.hr_dir is not None:
+            report = prepare_from_hr(
+                db_url=db_url, app_dir=app_dir, study=args.name, hr_images=hr_folder_images(args.hr_dir),
+                methods=methods or DEFAULT_METHODS, **options,
+            )
+        else:
+            report = prepare_from_outputs(
+                db_url=db_url, app_dir=app_dir, study=args.name, outputs_dir=args.from_outputs, methods=methods, **options
+            )
+    except store.StudyError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for note in report.notes:
+        print(f"note: {note}")
+    summary = store.study_summary(get_engine(db_url), report.study)
+    print(
+        f"study {summary['study']!r}: {report.added} stimuli added, {report.kept} already there; "
+        f"{summary['images']} images x methods {', '.join(summary['methods'])} = {summary['stimuli']} stimuli "
+        f"in {study_dir(app_dir, report.study)}"
+    )
+    if summary["calibration_note"]:
+        print(f"note: {summary['calibration_note']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""The rating protocol of the paper (Ledig et al. 2017, Sec. 3.4), made robust.
+
+Pure functions, no database: which stimuli a rater gets (all, or a balanced subset), in which
+order (random from a recorded seed, never the same image twice in a row), which hidden
+test-retest duplicates are added (never adjacent to their original), and which calibration
+examples come first (nearest neighbour as a 1, the original HR as a 5, not counted).
+
+A stimulus is given here as ``(stimulus_id, image_id, method_name)``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+StimulusKey = tuple[int, int, str]  # (stimulus id, image id, method name)
+
+CALIBRATION_LOW = "nearest"  # shown as an example of 1 (Bad)
+CALIBRATION_HIGH = "hr"  # shown as an example of 5 (Excellent)
+GOLD_METHODS = (CALIBRATION_LOW, CALIBRATION_HIGH)  # hidden gold items for rater screening
+
+
+@dataclass(frozen=True)
+class PlannedItem:
+    stimulus_id: int
+    image_id: int
+    is_repeat: bool = False
+    is_calibration: bool = False
+    calibration_score: int | None = None
+
+
+def assignment_cycle(stimuli: list[StimulusKey]) -> list[StimulusKey]:
+    """All stimuli in a fixed cyclic order in which any window of n_images consecutive
+    items shows each image once, under methods that rotate from image to image.
+
+    Raters take consecutive windows of this cycle, so after k raters every stimulus has been
+    assigned floor or ceil(k * per_rater / len(stimuli)) times.
+    """
+    methods_of: dict[int, list[StimulusKey]] = defaultdict(list)
+    for key in sorted(stimuli, key=lambda k: (k[1], k[2], k[0])):
+        methods_of[key[1]].append(key)
+    image_ids = sorted(methods_of)
+    rounds = max((len(v) for v in methods_of.values()), default=0)
+    cycle = []
+    for r in range(rounds):
+        for i, image_id in enumerate(image_ids):
+            keys = methods_of[image_id]
+            if r < len(keys):
+                cycle.append(keys[(i + r) % len(keys)])
+    return cycle
+
+
+def assign_stimuli(stimuli: list[StimulusKey], *, slot: int, per_rater: int | None) -> list[StimulusKey]:
+    """The stimuli of the rater in ``slot`` (0, 1, 2, ... in order of joining)."""
+    cycle = assignment_cycle(stimuli)
+    if per_rater is None or per_rater >= len(cycle):
+        return cycle
+    start = (slot * per_rater) % len(cycle)
+    return [cycle[(start + k) % len(cycle)] for k in range(per_rater)]
+
+
+def _feasible(counts: Counter, *, last: int | None) -> bool:
+    """Can these counts be arranged with no equal neighbours, not starting with ``last``?"""
+    remaining = sum(counts.values())
+    for image_id, count in counts.items():
+        limit = remaining // 2 if image_id == last else (remaining + 1) // 2
+        if count > limit:
+            return False
+    return True
+
+
+def order_without_repeats(
+    items: list[StimulusKey], *, rng: random.Random, after_image: int | None = None
+) -> list[StimulusKey]:
+    """A random order with no image twice in a row (when at all possible).
+
+    Each step picks at random (weighted by what is left) among the images that keep the rest
+    arrangeable, so it never paints itself into a corner; if the input allows no such order
+    (e.g. a single image), it falls back to the best it can do.
+    """
+    pools: dict[int, list[StimulusKey]] = defaultdict(list)
+    for key in items:
+        pools[key[1]].append(key)
+    for pool in pools.values():
+        rng.shuffle(pool)
+    counts = Counter({image_id: len(pool) for image_id, pool in pools.items()})
+    order: list[StimulusKey] = []
+    last = after_image if after_image in counts and _feasible(counts, last=after_image) else None
+    while +counts:
+        candidates = [g for g in sorted(counts) if counts[g] > 0 and g != last]
+        safe = []
+        for g in candidates:
+            counts[g] -= 1
+            if _feasible(counts, last=g):
+                safe.append(g)
+            counts[g] += 1
+        if safe:
+            chosen = rng.choices(safe, weights=[counts[g] for g in safe])[0]
+        elif candidates:  # infeasible input: take the most frequent other image
+            chosen = max(candidates, key=lambda g: counts[g])
+        else:  # only the last image is left
+            chosen = last  # type: ignore[assignment]
+        order.append(pools[chosen].pop())
+        counts[chosen] -= 1
+        last = chosen
+    return order
+
+
+def insert_repeats(order: list[StimulusKey], *, count: int, rng: random.Random) -> list[tuple[StimulusKey, bool]]:
+    """Add ``count`` hidden duplicates of random items, each placed later than its original,
+    and never next to an item of the same image (so never adjacent to its original).
+
+    Returns ``(key, is_repeat)`` pairs.
+    """
+    sequence = [(key, False) for key in order]
+    candidates = list(range(len(order)))
+    rng.shuffle(candidates)
+    added = 0
+    for original_index in candidates:
+        if added == count:
+            break
+        key = order[original_index]
+        original_at = sequence.index((key, False))
+        slots = [
+            j
+            for j in range(original_at + 2, len(sequence) + 1)
+            if sequence[j - 1][0][1] != key[1] and (j == len(sequence) or sequence[j][0][1] != key[1])
+        ]
+        if slots:
+            sequence.insert(rng.choice(slots), (key, True))
+            added += 1
+    return sequence
+
+
+def calibration_plan(stimuli: list[StimulusKey], *, images: int, rng: random.Random) -> list[PlannedItem]:
+    """Examples shown first: for a few images, the nearest-neighbour version labelled 1 and the
+    original labelled 5 (whichever of the two the study has)."""
+    by_image: dict[int, dict[str, StimulusKey]] = defaultdict(dict)
+    for key in stimuli:
+        by_image[key[1]][key[2]] = key
+    usable = sorted(i for i, m in by_image.items() if CALIBRATION_LOW in m or CALIBRATION_HIGH in m)
+    # Prefer images that have both examples.
+    usable.sort(key=lambda i: -len({CALIBRATION_LOW, CALIBRATION_HIGH} & set(by_image[i])))
+    both = [i for i in usable if {CALIBRATION_LOW, CALIBRATION_HIGH} <= set(by_image[i])]
+    pool = both if len(both) >= images else usable
+    picked = sorted(rng.sample(pool, k=min(images, len(pool))))
+    plan = []
+    for image_id in picked:
+        for method, score in ((CALIBRATION_LOW, 1), (CALIBRATION_HIGH, 5)):
+            key = by_image[image_id].get(method)
+            if key is not None:
+                plan.append(PlannedItem(key[0], image_id, is_calibration=True, calibration_score=score))
+    return plan
+
+
+def calibration_note(method_names: set[str]) -> str | None:
+    """What to tell raters when the study lacks a calibration anchor (None when complete)."""
+    missing = [m for m in (CALIBRATION_LOW, CALIBRATION_HIGH) if m not in method_names]
+    if not missing:
+        return None
+    if len(missing) == 2:
+        return "This study has no calibration examples (it includes neither nearest-neighbour nor original images)."
+    anchor = "a 5 (the original image)" if missing == [CALIBRATION_LOW] else "a 1 (nearest neighbour)"
+    return f"Calibration shows only examples of {anchor}: this study does not include the other anchor."
+
+
+def plan_session(
+    stimuli: list[StimulusKey],
+    *,
+    slot: int,
+    seed: int,
+    per_rater: int | None,
+    repeats: int,
+    calibration_images: int,
+) -> list[PlannedItem]:
+    """The whole sequence one rater sees: calibration examples, then the rated items with their
+    hidden duplicates. The same arguments always give the same plan."""
+    rng = random.Random(seed)
+    calibration = calibration_plan(stimuli, images=calibration_images, rng=rng)
+    assigned = assign_stimuli(stimuli, slot=slot, per_rater=per_rater)
+    # The first rated image differs from the last calibration example too.
+    order = order_without_repeats(assigned, rng=rng, after_image=calibration[-1].image_id if calibration else None)
+    rated = [
+        PlannedItem(key[0], key[1], is_repeat=is_repeat)
+        for key, is_repeat in insert_repeats(order, count=repeats, rng=rng)
+    ]
+    return calibration + rated
+
+
+def same_image_adjacent(image_ids: list[int]) -> bool:
+    return any(a == b for a, b in zip(image_ids, image_ids[1:]))
+
+
+def raters_needed(*, n_stimuli: int, per_rater: int | None, target_ratings: int) -> int:
+    """How many raters give every stimulus at least ``target_ratings`` ratings."""
+    per = n_stimuli if per_rater is None else min(per_rater, n_stimuli)
+    return -(-target_ratings * n_stimuli // per) if per else 0

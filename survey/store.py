@@ -1,0 +1,516 @@
+"""Every database operation of the study, one short transaction per call.
+
+Callers pass an engine (``survey.db.get_engine(url)``). Problems a rater or organiser can fix
+raise ``StudyError`` with a message fit to show them; database failures propagate as
+SQLAlchemy errors so the UI can say "not saved, please retry".
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from survey import protocol
+from survey.db import (
+    Image,
+    Method,
+    Presentation,
+    Rater,
+    Rating,
+    RatingSession,
+    Stimulus,
+    Study,
+    utc_now,
+)
+
+RATER_CODE = re.compile(r"[A-Za-z0-9_-]{22,64}")
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+SCORE_LABELS = {1: "Bad", 2: "Poor", 3: "Fair", 4: "Good", 5: "Excellent"}
+
+
+class StudyError(ValueError):
+    """A clear, user-facing problem (unknown code, bad score, stale submission, ...)."""
+
+
+# ---------------------------------------------------------------- validation (before any query)
+
+
+def check_rater_code(code: object) -> str:
+    text = str(code).strip() if code is not None else ""
+    if not text:
+        raise StudyError("Please enter your rater code, or ask for a new one.")
+    if not RATER_CODE.fullmatch(text):
+        raise StudyError(
+            "That rater code is not valid: a code is 22 or more letters, digits, '-' or '_' "
+            "(copy it exactly from your link)."
+        )
+    return text
+
+
+def check_study_name(name: object) -> str:
+    text = str(name).strip() if name is not None else ""
+    if not STUDY_NAME.fullmatch(text) or ".." in text:
+        raise StudyError(
+            f"Invalid study name {text!r}: use up to 64 letters, digits, '.', '-' or '_'."
+        )
+    return text
+
+
+def parse_score(score: object) -> int:
+    """1..5 as an int, from an int or a string of one digit; anything else is refused."""
+    if isinstance(score, bool):
+        raise StudyError("A score must be a whole number from 1 to 5.")
+    if isinstance(score, int):
+        value = score
+    elif isinstance(score, float) and score.is_integer():
+        value = int(score)
+    elif isinstance(score, str) and re.fullmatch(r"\s*[0-9]\s*", score):
+        value = int(score)
+    else:
+        raise StudyError("A score must be a whole number from 1 to 5.")
+    if not 1 <= value <= 5:
+        raise StudyError(f"A score must be from 1 to 5, not {value}.")
+    return value
+
+
+def parse_presentation_id(value: object) -> int:
+    try:
+        number = int(str(value).strip())
+    except (TypeError, ValueError):
+        raise StudyError("This submission does not name a valid image; please reload the page.") from None
+    if number <= 0:
+        raise StudyError("This submission does not name a valid image; please reload the page.")
+    return number
+
+
+# ---------------------------------------------------------------- studies and stimuli
+
+
+def ensure_study(
+    engine: Engine,
+    name: str,
+    *,
+    per_rater: int | None = None,
+    repeats: int = 2,
+    calibration_images: int = 2,
+) -> int:
+    """Create the study if it does not exist; return its id (options of an existing one kept)."""
+    name = check_study_name(name)
+    with Session(engine) as session, session.begin():
+        study = session.scalar(select(Study).where(Study.name == name))
+        if study is None:
+            study = Study(name=name, per_rater=per_rater, repeats=repeats, calibration_images=calibration_images)
+            session.add(study)
+            session.flush()
+        return study.id
+
+
+def set_study_options(engine: Engine, name: str, *, per_rater: int | None, repeats: int, calibration_images: int) -> None:
+    """Change a study's options; raters who already started keep their plan."""
+    with Session(engine) as session, session.begin():
+        study = _study(session, name)
+        study.per_rater, study.repeats, study.calibration_images = per_rater, repeats, calibration_images
+
+
+def list_studies(engine: Engine) -> list[str]:
+    with Session(engine) as session:
+        return list(session.scalars(select(Study.name).order_by(Study.name)))
+
+
+def _study(session: Session, name: str) -> Study:
+    study = session.scalar(select(Study).where(Study.name == check_study_name(name)))
+    if study is None:
+        raise StudyError(f"There is no study named {name!r}.")
+    return study
+
+
+def _get_or_add(session: Session, model, **fields):
+    row = session.scalar(select(model).filter_by(**fields))
+    if row is None:
+        row = model(**fields)
+        session.add(row)
+        session.flush()
+    return row
+
+
+def stimulus_file_name(engine: Engine, study: str, image: str, method: str) -> str | None:
+    """The file of an (image, method) of a study, None when it has none yet."""
+    with Session(engine) as session:
+        return session.scalar(
+            select(Stimulus.file_name)
+            .join(Image, Stimulus.image_id == Image.id)
+            .join(Method, Stimulus.method_id == Method.id)
+            .join(Study, Stimulus.study_id == Study.id)
+            .where(Study.name == study, Image.name == image, Method.name == method)
+        )
+
+
+def register_stimulus(
+    engine: Engine, study: str, *, image: str, method: str, file_name: str, width: int, height: int
+) -> None:
+    """Record (or re-point) the stimulus file of an (image, method)."""
+    with Session(engine) as session, session.begin():
+        study_row = _study(session, study)
+        image_row = _get_or_add(session, Image, study_id=study_row.id, name=image)
+        method_row = _get_or_add(session, Method, study_id=study_row.id, name=method)
+        stimulus = _get_or_add(session, Stimulus, study_id=study_row.id, image_id=image_row.id, method_id=method_row.id)
+        stimulus.file_name, stimulus.width, stimulus.height = file_name, width, height
+
+
+def study_summary(engine: Engine, study: str) -> dict:
+    """Counts for organisers: images, methods, stimuli, raters, ratings, raters needed."""
+    with Session(engine) as session:
+        study_row = _study(session, study)
+        sid = study_row.id
+        n_stimuli = session.scalar(
+            select(func.count(Stimulus.id)).where(Stimulus.study_id == sid, Stimulus.file_name.is_not(None))
+        )
+        methods = list(session.scalars(select(Method.name).where(Method.study_id == sid).order_by(Method.name)))
+        return {
+            "study": study_row.name,
+            "images": session.scalar(select(func.count(Image.id)).where(Image.study_id == sid)),
+            "methods": methods,
+            "stimuli": n_stimuli,
+            "per_rater": study_row.per_rater,
+            "repeats": study_row.repeats,
+            "calibration_images": study_row.calibration_images,
+            "sessions": session.scalar(select(func.count(RatingSession.id)).where(RatingSession.study_id == sid)),
+            "ratings": session.scalar(
+                select(func.count(Rating.id))
+                .join(Presentation, Rating.presentation_id == Presentation.id)
+                .join(RatingSession, Presentation.session_id == RatingSession.id)
+                .where(RatingSession.study_id == sid)
+            ),
+            "calibration_note": protocol.calibration_note(set(methods)),
+        }
+
+
+# ---------------------------------------------------------------- raters and their sessions
+
+
+@dataclass(frozen=True)
+class Item:
+    """Where a rater stands: the presentation to show now (None when finished)."""
+
+    study: str
+    rater_label: str
+    presentation_id: int | None
+    is_calibration: bool
+    calibration_score: int | None
+    file_name: str | None
+    width: int | None
+    height: int | None
+    rated: int  # ratings given so far (calibration excluded)
+    total: int  # ratings asked for in all
+    calibration_seen: int
+    calibration_total: int
+    calibration_note: str | None
+
+    @property
+    def done(self) -> bool:
+        return self.presentation_id is None
+
+    def as_dict(self) -> dict:
+        return {
+            "study": self.study,
+            "rater": self.rater_label,
+            "presentation_id": self.presentation_id,
+            "kind": "done" if self.done else ("calibration" if self.is_calibration else "rating"),
+            "calibration_score": self.calibration_score,
+            "width": self.width,
+            "height": self.height,
+            "rated": self.rated,
+            "total": self.total,
+            "calibration_seen": self.calibration_seen,
+            "calibration_total": self.calibration_total,
+            "calibration_note": self.calibration_note,
+        }
+
+
+def new_rater(engine: Engine, *, consent: bool) -> str:
+    """A fresh, unguessable rater code (144 random bits); consent is required."""
+    if consent is not True:
+        raise StudyError("Please read the instructions and tick the consent box first.")
+    code = secrets.token_urlsafe(18)
+    with Session(engine) as session, session.begin():
+        session.add(Rater(code=code, label="R" + secrets.token_hex(5), consented_at=utc_now()))
+    return code
+
+
+def _rater(session: Session, code: str) -> Rater:
+    rater = session.scalar(select(Rater).where(Rater.code == code))
+    if rater is None:
+        raise StudyError("This rater code is unknown. Check your link, or ask for a new code.")
+    return rater
+
+
+def _eligible_stimuli(session: Session, study_id: int) -> list[protocol.StimulusKey]:
+    rows = session.execute(
+        select(Stimulus.id, Stimulus.image_id, Method.name)
+        .join(Method, Stimulus.method_id == Method.id)
+        .where(Stimulus.study_id == study_id, Stimulus.file_name.is_not(None))
+        .order_by(Stimulus.id)
+    )
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
+def _create_session(engine: Engine, rater_id: int, study_id: int) -> None:
+    """Plan and store a rater's whole sequence; safe against concurrent joins."""
+    for _ in range(50):
+        try:
+            with Session(engine) as session, session.begin():
+                if session.scalar(
+                    select(RatingSession.id).where(RatingSession.rater_id == rater_id, RatingSession.study_id == study_id)
+                ):
+                    return
+                study = session.get(Study, study_id)
+                stimuli = _eligible_stimuli(session, study_id)
+                if not stimuli:
+                    raise StudyError("This study has no images yet; please come back later.")
+                slot = session.scalar(
+                    select(func.coalesce(func.max(RatingSession.slot) + 1, 0)).where(RatingSession.study_id == study_id)
+                )
+                seed = secrets.randbits(31)
+                rating_session = RatingSession(
+                    rater_id=rater_id, study_id=study_id, seed=seed, slot=slot, label="S" + secrets.token_hex(5)
+                )
+                session.add(rating_session)
+                session.flush()
+                plan = protocol.plan_session(
+                    stimuli,
+                    slot=slot,
+                    seed=seed,
+                    per_rater=study.per_rater,
+                    repeats=study.repeats,
+                    calibration_images=study.calibration_images,
+                )
+                session.add_all(
+                    Presentation(
+                        session_id=rating_session.id,
+                        position=position,
+                        stimulus_id=item.stimulus_id,
+                        is_calibration=item.is_calibration,
+                        is_repeat=item.is_repeat,
+                        calibration_score=item.calibration_score,
+                    )
+                    for position, item in enumerate(plan)
+                )
+            return
+        except IntegrityError:
+            continue  # another rater took this slot (or this rater joined twice): look again
+    raise StudyError("The study is very busy right now; please retry in a moment.")
+
+
+def _session_of(session: Session, code: str, study: str) -> tuple[Rater, RatingSession, Study]:
+    rater = _rater(session, code)
+    study_row = _study(session, study)
+    rating_session = session.scalar(
+        select(RatingSession).where(RatingSession.rater_id == rater.id, RatingSession.study_id == study_row.id)
+    )
+    if rating_session is None:
+        raise StudyError("You have not joined this study yet; please start it first.")
+    return rater, rating_session, study_row
+
+
+def _current_presentation(session: Session, session_id: int) -> Presentation | None:
+    """The first presentation not finished: calibration not acknowledged, or not rated."""
+    rated = select(Rating.presentation_id)
+    return session.scalar(
+        select(Presentation)
+        .where(
+            Presentation.session_id == session_id,
+            ((Presentation.is_calibration.is_(True)) & Presentation.acknowledged_at.is_(None))
+            | ((Presentation.is_calibration.is_(False)) & Presentation.id.not_in(rated)),
+        )
+        .order_by(Presentation.position)
+        .limit(1)
+    )
+
+
+def _item(session: Session, rater: Rater, rating_session: RatingSession, study: Study, *, mark_shown: bool) -> Item:
+    current = _current_presentation(session, rating_session.id)
+    counts = session.execute(
+        select(
+            func.count(Presentation.id).filter(Presentation.is_calibration.is_(False)),
+            func.count(Rating.id),
+            func.count(Presentation.id).filter(Presentation.is_calibration.is_(True)),
+            func.count(Presentation.acknowledged_at),
+        )
+        .outerjoin(Rating, Rating.presentation_id == Presentation.id)
+        .where(Presentation.session_id == rating_session.id)
+    ).one()
+    methods = set(session.scalars(select(Method.name).where(Method.study_id == study.id)))
+    stimulus = current.stimulus if current is not None else None
+    if current is not None and mark_shown:
+        current.shown_at = utc_now()
+    return Item(
+        study=study.name,
+        rater_label=rater.label,
+        presentation_id=current.id if current is not None else None,
+        is_calibration=bool(current is not None and current.is_calibration),
+        calibration_score=current.calibration_score if current is not None else None,
+        file_name=stimulus.file_name if stimulus is not None else None,
+        width=stimulus.width if stimulus is not None else None,
+        height=stimulus.height if stimulus is not None else None,
+        rated=counts[1],
+        total=counts[0],
+        calibration_seen=counts[3],
+        calibration_total=counts[2],
+        calibration_note=protocol.calibration_note(methods),
+    )
+
+
+def join_study(engine: Engine, code: str, study: str) -> Item:
+    """Start (first time) or resume a rater's session; returns the item to show now."""
+    code = check_rater_code(code)
+    with Session(engine) as session:
+        rater = _rater(session, code)
+        study_row = _study(session, study)
+        rater_id, study_id = rater.id, study_row.id
+    _create_session(engine, rater_id, study_id)
+    return next_item(engine, code, study)
+
+
+def next_item(engine: Engine, code: str, study: str) -> Item:
+    """The item to show now; records that it was shown (response times count from here)."""
+    code = check_rater_code(code)
+    with Session(engine) as session, session.begin():
+        rater, rating_session, study_row = _session_of(session, code, study)
+        return _item(session, rater, rating_session, study_row, mark_shown=True)
+
+
+def acknowledge_calibration(engine: Engine, code: str, study: str, presentation_id: object) -> Item:
+    """The rater has seen a calibration example and moves on (idempotent)."""
+    code = check_rater_code(code)
+    pid = parse_presentation_id(presentation_id)
+    with Session(engine) as session, session.begin():
+        rater, rating_session, _ = _session_of(session, code, study)
+        presentation = session.get(Presentation, pid)
+        if presentation is None or presentation.session_id != rating_session.id or not presentation.is_calibration:
+            raise StudyError("This is not one of your calibration examples; please reload the page.")
+        if presentation.acknowledged_at is None:
+            presentation.acknowledged_at = utc_now()
+    return next_item(engine, code, study)
+
+
+@dataclass(frozen=True)
+class RatingResult:
+    status: str  # "saved" or "already saved"
+    item: Item  # what to show next
+
+
+def submit_rating(engine: Engine, code: str, study: str, presentation_id: object, score: object) -> RatingResult:
+    """Store one rating, committed at once.
+
+    The same score sent again is acknowledged as "already saved"; a different score for a rated
+    image, a rating for an image not yet shown or not the current one, is refused: never a
+    second vote.
+    """
+    code = check_rater_code(code)
+    pid = parse_presentation_id(presentation_id)
+    value = parse_score(score)
+    try:
+        with Session(engine) as session, session.begin():
+            status = _store_rating(session, code, study, pid, value)
+    except IntegrityError:
+        # A concurrent submission of the same presentation won: report what is stored.
+        with Session(engine) as session:
+            status = _existing_rating_status(session, pid, value)
+            if status is None:
+                raise
+    return RatingResult(status=status, item=next_item(engine, code, study))
+
+
+def _existing_rating_status(session: Session, pid: int, score: int) -> str | None:
+    existing = session.scalar(select(Rating).where(Rating.presentation_id == pid))
+    if existing is None:
+        return None
+    if existing.score == score:
+        return "already saved"
+    raise StudyError(
+        f"This image was already rated {existing.score} ({SCORE_LABELS[existing.score]}); "
+        "a rating cannot be changed."
+    )
+
+
+def _store_rating(session: Session, code: str, study: str, pid: int, score: int) -> str:
+    _, rating_session, _ = _session_of(session, code, study)
+    presentation = session.get(Presentation, pid)
+    if presentation is None or presentation.session_id != rating_session.id:
+        raise StudyError("This image is not part of your session; please reload the page.")
+    if presentation.is_calibration:
+        raise StudyError("This is a calibration example: it is not rated. Press Continue.")
+    status = _existing_rating_status(session, pid, score)
+    if status is not None:
+        return status
+    current = _current_presentation(session, rating_session.id)
+    if current is None or current.id != pid or presentation.shown_at is None:
+        raise StudyError("This image is not the one to rate now (an old or replayed page?); please reload.")
+    answered_at = utc_now()
+    shown_at = presentation.shown_at
+    session.add(
+        Rating(
+            presentation_id=pid,
+            score=score,
+            shown_at=shown_at,
+            answered_at=answered_at,
+            response_ms=max(0, round((answered_at - shown_at).total_seconds() * 1000)),
+        )
+    )
+    session.flush()  # surface a constraint violation here, inside the transaction
+    return "saved"
+
+
+def session_ratings(engine: Engine, code: str, study: str) -> list[tuple[int, int, int]]:
+    """(position, presentation id, score) of a rater's ratings, for checks and tests."""
+    code = check_rater_code(code)
+    with Session(engine) as session:
+        _, rating_session, _ = _session_of(session, code, study)
+        rows = session.execute(
+            select(Presentation.position, Presentation.id, Rating.score)
+            .join(Rating, Rating.presentation_id == Presentation.id)
+            .where(Presentation.session_id == rating_session.id)
+            .order_by(Presentation.position)
+        )
+        return [(r[0], r[1], r[2]) for r in rows]
+
+
+def session_plan(engine: Engine, code: str, study: str) -> list[dict]:
+    """A rater's whole sequence (for tests and the organiser): stimulus, image, flags."""
+    code = check_rater_code(code)
+    with Session(engine) as session:
+        _, rating_session, _ = _session_of(session, code, study)
+        rows = session.execute(
+            select(Presentation, Stimulus.image_id, Method.name)
+            .join(Stimulus, Presentation.stimulus_id == Stimulus.id)
+            .join(Method, Stimulus.method_id == Method.id)
+            .where(Presentation.session_id == rating_session.id)
+            .order_by(Presentation.position)
+        )
+        return [
+            {
+                "position": p.position,
+                "presentation_id": p.id,
+                "stimulus_id": p.stimulus_id,
+                "image_id": image_id,
+                "method": method,
+                "is_calibration": p.is_calibration,
+                "is_repeat": p.is_repeat,
+                "calibration_score": p.calibration_score,
+                "seed": rating_session.seed,
+                "slot": rating_session.slot,
+            }
+            for p, image_id, method in rows
+        ]
+
+
+def shown_at_of(engine: Engine, presentation_id: int) -> datetime | None:
+    with Session(engine) as session:
+        return session.scalar(select(Presentation.shown_at).where(Presentation.id == presentation_id))
