@@ -1,0 +1,233 @@
+"""Rater screening: who is rejected, by which criterion, never silently.
+
+Criteria (each reported per rater; all on first showings except the test-retest one):
+
+* ITU-R BT.500 observer rejection (BT.500-14 Annex 1 A1-2.3.1): per stimulus, the
+  kurtosis beta2 = m4 / m2^2 decides whether scores are normal (2 <= beta2 <= 4, band
+  mean +- 2 s) or not (band mean +- sqrt(20) s); P and Q count a rater's scores at or
+  above / at or below the band. Reject when (P + Q) / N > 0.05 and |P - Q| / (P + Q) < 0.3.
+  Stimuli whose scores are all equal (s = 0) are skipped: nobody is outlying there.
+* Correlation with the MOS: Pearson of a rater's scores with the leave-one-out MOS of the
+  same stimuli (the rater's own score removed). Honest raters track the stimuli
+  (r ~ 0.8 on the paper's design); random scorers give r ~ 0, inverted raters r < 0.
+* Gold items: on an image where the rater scored both HR and nearest-neighbour
+  upscaling, HR below nearest is a failure; the share of such images is reported.
+* Test-retest: mean absolute difference between the two showings of hidden duplicates.
+* ITU-T P.913 (12.6) subject model: alternating estimates of stimulus scores psi_j, rater
+  bias d_i and rater inconsistency v_i in u_ij = psi_j + d_i + v_i e. Reported, not a
+  rejection criterion: a bias is removed by the model rather than a reason to reject.
+
+Default rule (``screen_raters``): reject a rater when any holds
+  (a) BT.500 rejects them;
+  (b) correlation with the leave-one-out MOS < 0.25, or undefined because all their
+      scores are equal while the stimuli differ (needs >= 5 ratings);
+  (c) gold failures on more than 25 % of >= 3 gold images;
+  (d) test-retest mean absolute difference > 1.5 over >= 5 duplicates.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+MIN_CORRELATION = 0.25
+MIN_RATINGS_FOR_CORRELATION = 5
+MAX_GOLD_FAILURE_SHARE = 0.25
+MIN_GOLD_IMAGES = 3
+MAX_RETEST_DIFFERENCE = 1.5
+MIN_DUPLICATES = 5
+GOLD_HIGH, GOLD_LOW = "hr", "nearest"
+
+
+@dataclass(frozen=True)
+class Coded:
+    """First-showing ratings as integer codes for raters and stimuli (image, method)."""
+
+    raters: list[str]
+    rater_idx: np.ndarray
+    stimulus_idx: np.ndarray
+    n_stimuli: int
+    scores: np.ndarray
+
+
+def code_ratings(ratings: pd.DataFrame) -> Coded:
+    first = ratings[ratings["repeat"] == 0]
+    raters = sorted(first["rater"].unique())
+    rater_idx = pd.Categorical(first["rater"], categories=raters).codes.astype(np.int64)
+    stimulus_idx = first.groupby(["image", "method"], sort=False).ngroup().to_numpy()
+    n_stimuli = int(stimulus_idx.max()) + 1 if stimulus_idx.size else 0
+    return Coded(raters, rater_idx, stimulus_idx, n_stimuli,
+                 first["score"].to_numpy(dtype=np.float64))
+
+
+def kurtosis_beta2(scores: np.ndarray) -> float:
+    """BT.500's beta2 = m4 / m2^2 with central moments over N (scipy's fisher=False)."""
+    x = np.asarray(scores, dtype=np.float64)
+    m2 = ((x - x.mean()) ** 2).mean()
+    return float(((x - x.mean()) ** 4).mean() / m2**2) if m2 > 0 else math.nan
+
+
+def bt500(coded: Coded) -> pd.DataFrame:
+    """Per rater: N, P, Q and whether BT.500's observer rejection applies."""
+    s, u = coded.stimulus_idx, coded.scores
+    k = coded.n_stimuli
+    n = np.bincount(s, minlength=k).astype(np.float64)
+    mean = np.bincount(s, weights=u, minlength=k) / np.maximum(n, 1)
+    dev = u - mean[s]
+    m2 = np.bincount(s, weights=dev**2, minlength=k) / np.maximum(n, 1)
+    m4 = np.bincount(s, weights=dev**4, minlength=k) / np.maximum(n, 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        beta2 = m4 / m2**2
+        sd = np.sqrt(m2 * n / (n - 1))
+    normal = (beta2 >= 2) & (beta2 <= 4)
+    band = np.where(normal, 2.0, math.sqrt(20.0)) * sd
+    usable = (n >= 2) & (m2 > 0)
+    high = usable[s] & (u >= mean[s] + band[s])
+    low = usable[s] & (u <= mean[s] - band[s])
+    r = len(coded.raters)
+    total = np.bincount(coded.rater_idx, minlength=r).astype(np.float64)
+    p = np.bincount(coded.rater_idx, weights=high, minlength=r)
+    q = np.bincount(coded.rater_idx, weights=low, minlength=r)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        reject = ((p + q) / total > 0.05) & (np.abs((p - q) / (p + q)) < 0.3)
+    return pd.DataFrame({"n_ratings": total.astype(int), "bt500_p": p.astype(int),
+                         "bt500_q": q.astype(int), "bt500_reject": reject}, index=coded.raters)
+
+
+def mos_correlation(coded: Coded) -> pd.Series:
+    """Per rater: Pearson r of their scores with the leave-one-out MOS of each stimulus."""
+    s, u, r_idx = coded.stimulus_idx, coded.scores, coded.rater_idx
+    n = np.bincount(s, minlength=coded.n_stimuli).astype(np.float64)
+    total = np.bincount(s, weights=u, minlength=coded.n_stimuli)
+    keep = n[s] >= 2
+    x, r_idx = u[keep], r_idx[keep]
+    y = (total[s][keep] - x) / (n[s][keep] - 1)
+    r = len(coded.raters)
+    cnt = np.bincount(r_idx, minlength=r).astype(np.float64)
+
+    def per_rater(values: np.ndarray) -> np.ndarray:
+        return np.bincount(r_idx, weights=values, minlength=r)
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mx, my = per_rater(x) / cnt, per_rater(y) / cnt
+        sxy = per_rater(x * y) / cnt - mx * my
+        sxx = per_rater(x * x) / cnt - mx**2
+        syy = per_rater(y * y) / cnt - my**2
+        # Round-off can leave a tiny positive variance for a constant rater.
+        sxx = np.where(sxx < 1e-12, 0.0, sxx)
+        syy = np.where(syy < 1e-12, 0.0, syy)
+        corr = sxy / np.sqrt(sxx * syy)
+    out = pd.Series(corr, index=coded.raters, name="mos_correlation")
+    out.attrs["n"] = pd.Series(cnt.astype(int), index=coded.raters)
+    out.attrs["constant"] = pd.Series((sxx == 0) & (syy > 0), index=coded.raters)
+    return out
+
+
+def gold_failures(ratings: pd.DataFrame, *, high: str = GOLD_HIGH, low: str = GOLD_LOW) -> pd.DataFrame:
+    """Per rater: images with both gold methods rated, and the share where high < low."""
+    first = ratings[(ratings["repeat"] == 0) & ratings["method"].isin([high, low])]
+    raters = sorted(ratings.loc[ratings["repeat"] == 0, "rater"].unique())
+    table = first.pivot_table(index=["rater", "image"], columns="method", values="score",
+                              aggfunc="mean")
+    if high not in table.columns or low not in table.columns:
+        return pd.DataFrame({"gold_images": 0, "gold_failures": 0, "gold_fail_share": math.nan},
+                            index=raters)
+    pairs = table[[high, low]].dropna()
+    failed = (pairs[high] < pairs[low]).groupby(level="rater").agg(["size", "sum"])
+    failed = failed.reindex(raters).fillna(0)
+    out = pd.DataFrame({"gold_images": failed["size"].astype(int),
+                        "gold_failures": failed["sum"].astype(int)}, index=raters)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["gold_fail_share"] = out["gold_failures"] / out["gold_images"].replace(0, np.nan)
+    return out
+
+
+def retest_pairs(ratings: pd.DataFrame) -> pd.DataFrame:
+    """One row per hidden duplicate: rater, image, method, first and second score."""
+    keys = ["rater", "image", "method"]
+    first = ratings[ratings["repeat"] == 0].groupby(keys)["score"].first()
+    second = ratings[ratings["repeat"] == 1].groupby(keys)["score"].first()
+    pairs = pd.concat({"first": first, "second": second}, axis=1, join="inner")
+    return pairs.reset_index()
+
+
+def retest_by_rater(ratings: pd.DataFrame) -> pd.DataFrame:
+    raters = sorted(ratings.loc[ratings["repeat"] == 0, "rater"].unique())
+    pairs = retest_pairs(ratings)
+    diff = (pairs["first"] - pairs["second"]).abs().groupby(pairs["rater"]).agg(["size", "mean"])
+    diff = diff.reindex(raters)
+    return pd.DataFrame({"duplicates": diff["size"].fillna(0).astype(int),
+                         "retest_mad": diff["mean"]}, index=raters)
+
+
+def p913_model(coded: Coded, *, tolerance: float = 1e-8, max_iterations: int = 500,
+               min_inconsistency: float = 0.05) -> dict:
+    """P.913 subject model by alternating estimates: stimulus score, rater bias, inconsistency.
+
+    Start from the stimulus MOS; then repeat: bias d_i = mean residual of rater i (centred
+    so biases average 0 over raters), inconsistency v_i = rms of u - psi - d (floored at
+    ``min_inconsistency`` so a rater with one repeated score cannot take all the weight),
+    psi_j = inverse-variance weighted mean of u - d over the stimulus's raters; until no
+    estimate moves by more than ``tolerance``.
+    """
+    s, u, r_idx = coded.stimulus_idx, coded.scores, coded.rater_idx
+    k, r = coded.n_stimuli, len(coded.raters)
+    n_s = np.maximum(np.bincount(s, minlength=k), 1)
+    n_r = np.maximum(np.bincount(r_idx, minlength=r), 1)
+    psi = np.bincount(s, weights=u, minlength=k) / n_s
+    bias = np.zeros(r)
+    inconsistency = np.ones(r)
+    iterations = 0
+    for iterations in range(1, max_iterations + 1):
+        bias_new = np.bincount(r_idx, weights=u - psi[s], minlength=r) / n_r
+        bias_new -= bias_new.mean()
+        residual = u - psi[s] - bias_new[r_idx]
+        inconsistency_new = np.maximum(
+            np.sqrt(np.bincount(r_idx, weights=residual**2, minlength=r) / n_r),
+            min_inconsistency)
+        w = 1.0 / inconsistency_new[r_idx] ** 2
+        psi_new = (np.bincount(s, weights=w * (u - bias_new[r_idx]), minlength=k)
+                   / np.bincount(s, weights=w, minlength=k))
+        change = max(np.abs(psi_new - psi).max(initial=0), np.abs(bias_new - bias).max(initial=0),
+                     np.abs(inconsistency_new - inconsistency).max(initial=0))
+        psi, bias, inconsistency = psi_new, bias_new, inconsistency_new
+        if change < tolerance:
+            break
+    return {"stimulus_scores": psi, "bias": pd.Series(bias, index=coded.raters),
+            "inconsistency": pd.Series(inconsistency, index=coded.raters),
+            "iterations": iterations}
+
+
+def screen_raters(ratings: pd.DataFrame) -> pd.DataFrame:
+    """Every criterion per rater, the reasons for rejection, and the decision."""
+    coded = code_ratings(ratings)
+    table = bt500(coded)
+    corr = mos_correlation(coded)
+    table["mos_correlation"] = corr
+    table = table.join(gold_failures(ratings)).join(retest_by_rater(ratings))
+    model = p913_model(coded) if coded.scores.size else None
+    table["p913_bias"] = model["bias"] if model else math.nan
+    table["p913_inconsistency"] = model["inconsistency"] if model else math.nan
+    reasons = []
+    for rater, row in table.iterrows():
+        why = []
+        if row["bt500_reject"]:
+            why.append(f"BT.500 (P={row['bt500_p']}, Q={row['bt500_q']})")
+        n_corr = corr.attrs["n"][rater]
+        if n_corr >= MIN_RATINGS_FOR_CORRELATION:
+            if row["mos_correlation"] < MIN_CORRELATION:
+                why.append(f"r with MOS {row['mos_correlation']:.2f} < {MIN_CORRELATION}")
+            elif corr.attrs["constant"][rater]:
+                why.append("all scores equal while the stimuli differ")
+        if row["gold_images"] >= MIN_GOLD_IMAGES and row["gold_fail_share"] > MAX_GOLD_FAILURE_SHARE:
+            why.append(f"HR below nearest on {row['gold_failures']}/{row['gold_images']} images")
+        if row["duplicates"] >= MIN_DUPLICATES and row["retest_mad"] > MAX_RETEST_DIFFERENCE:
+            why.append(f"test-retest mean abs. difference {row['retest_mad']:.2f} > {MAX_RETEST_DIFFERENCE}")
+        reasons.append("; ".join(why))
+    table["reasons"] = reasons
+    table["rejected"] = table["reasons"] != ""
+    table.index.name = "rater"
+    return table
