@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--alpha", type=float, default=None,
                         help="blend SRResNet (0) and SRGAN (1) weights by network interpolation")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    parser.add_argument("--tile", type=int, default=128, help="LR tile side; 0 runs the whole image at once")
+    parser.add_argument("--tile", type=int, default=256, help="LR tile side; 0 runs the whole image at once")
     parser.add_argument("--max-pixels", type=int, default=None, help="refuse inputs with more pixels (default 4e6)")
     args = parser.parse_args(argv)
 

@@ -1,0 +1,362 @@
+"""Measure inference and training speed on this machine; write results/performance.md.
+
+    python -m srgan.bench --quick                 # CPU: small batches, few repeats (minutes)
+    python -m srgan.bench --device cuda --compile # GPU: bf16/fp16, channels_last, torch.compile
+
+Inference: MATLAB bicubic (``srgan.imresize``) and the SRResNet / SRGAN generators (trained
+weights when present, else random init: the architecture is the same, so the timing is too)
+for 128x128, 256x256 and 270x480 LR inputs at 4x, medians over repeats after warm-up. Next to
+each generator time: its achieved GFLOP/s (FLOPs counted analytically from the conv layers,
+2 x MACs, for the whole image; tiles' overlap is extra work not counted) and the GFLOP/s of a
+large matrix product on the same device in the same run, and their ratio. On CPU the tile
+size and channels_last are swept and the fastest setting used; on CUDA also half precision
+and torch.compile on fixed tile shapes.
+
+Training: patches/s of one SRResNet step (1*MSE) and one SRGAN step (1*VGG54+1e-3*GAN, D and
+G) at the given batch size, with the same step function as ``srgan.train``.
+
+Only the text between ``<!-- bench:start -->`` and ``<!-- bench:end -->`` in the output file
+is replaced; the rest of the file is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from srgan.models import Discriminator, SRResNet
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+LR_SIZES = ((128, 128), (256, 256), (270, 480))
+
+
+# ----------------------------------------------------------------------------- measuring
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_seconds(fn: Callable[[], object], *, device: torch.device, warmup: int, repeats: int,
+                   best: bool = False) -> float:
+    """Median (or with ``best``, shortest) wall time of ``fn()`` over ``repeats`` runs after
+    ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return min(times) if best else statistics.median(times)
+
+
+def conv_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """FLOPs (2 x multiply-adds) of the model's Conv2d and Linear layers for one input."""
+    total = 0
+
+    def count(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            kh, kw = module.kernel_size
+            total += 2 * output.numel() * (module.in_channels // module.groups) * kh * kw
+        elif isinstance(module, nn.Linear):
+            total += 2 * output.numel() * module.in_features
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(input_shape, device=next(model.parameters()).device))
+    finally:
+        for h in hooks:
+            h.remove()
+    return total
+
+
+def generator_flops(generator: SRResNet, height: int, width: int) -> float:
+    """Conv FLOPs of the generator on an LR image: counted on 8x8 and scaled by area (every
+    conv is same-padded, so its work is proportional to the number of pixels)."""
+    return conv_flops(generator, (1, 3, 8, 8)) * (height * width) / 64
+
+
+def matmul_gflops(device: torch.device, *, dtype: torch.dtype, size: int, repeats: int) -> float:
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    # The best of the runs: the device's practical peak (a shared machine only slows it down).
+    seconds = median_seconds(lambda: a @ b, device=device, warmup=2, repeats=repeats, best=True)
+    return 2 * size**3 / seconds / 1e9
+
+
+# ----------------------------------------------------------------------------- inference
+
+
+@dataclass
+class InferenceSetting:
+    tile: int | None
+    channels_last: bool
+    dtype: torch.dtype = torch.float32
+    compiled: bool = False
+
+    def label(self) -> str:
+        parts = [f"tile {self.tile or 'none'}", "channels_last" if self.channels_last else "contiguous",
+                 str(self.dtype).removeprefix("torch.")]
+        if self.compiled:
+            parts.append("compiled")
+        return ", ".join(parts)
+
+
+def tiled_forward(generator: nn.Module, lr: Tensor, *, tile: int | None, overlap: int = 16) -> Tensor:
+    """The generator over ``tile`` x ``tile`` LR tiles with ``overlap`` context, like
+    ``srgan.inference.upscale_tensor`` (kept here so memory format and dtype can vary)."""
+    n, _, h, w = lr.shape
+    if tile is None or (h <= tile and w <= tile):
+        return generator(lr)
+    s = 4
+    out = lr.new_empty((n, 3, h * s, w * s))
+    for y0 in range(0, h, tile):
+        y1, py0, py1 = min(y0 + tile, h), max(y0 - overlap, 0), min(y0 + tile + overlap, h)
+        for x0 in range(0, w, tile):
+            x1, px0, px1 = min(x0 + tile, w), max(x0 - overlap, 0), min(x0 + tile + overlap, w)
+            sr = generator(lr[:, :, py0:py1, px0:px1])
+            oy, ox = (y0 - py0) * s, (x0 - px0) * s
+            out[:, :, y0 * s : y1 * s, x0 * s : x1 * s] = sr[:, :, oy : oy + (y1 - y0) * s, ox : ox + (x1 - x0) * s]
+    return out
+
+
+def make_runner(generator: nn.Module, lr: Tensor, setting: InferenceSetting) -> Callable[[], Tensor]:
+    device = lr.device
+    memory_format = torch.channels_last if setting.channels_last else torch.contiguous_format
+    model = generator.to(memory_format=memory_format)
+    if setting.compiled:
+        # Fixed tile shapes let CUDA graphs replay (mode reduce-overhead).
+        model = torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else "default")
+    x = lr.contiguous(memory_format=memory_format)
+    half = setting.dtype != torch.float32 and device.type == "cuda"
+
+    @torch.inference_mode()
+    def run() -> Tensor:
+        with torch.autocast("cuda", dtype=setting.dtype) if half else nullcontext():
+            return tiled_forward(model, x, tile=setting.tile)
+
+    return run
+
+
+def load_or_random_generator(name: str, device: torch.device) -> tuple[SRResNet, str]:
+    from srgan import weights
+
+    if weights.is_available(name):
+        return weights.load_generator(name, device=device), "trained"
+    torch.manual_seed(0)
+    return SRResNet().to(device).eval(), "random init (no trained weights yet; same architecture, same cost)"
+
+
+def candidate_settings(device: torch.device, *, compile_: bool) -> list[InferenceSetting]:
+    if device.type == "cuda":
+        settings = [InferenceSetting(t, cl, dt_) for t in (128, 256, None) for cl in (False, True)
+                    for dt_ in (torch.float32, torch.float16, torch.bfloat16)]
+        if compile_:
+            settings += [InferenceSetting(128, True, torch.float16, compiled=True),
+                         InferenceSetting(128, True, torch.bfloat16, compiled=True)]
+        return settings
+    # At the 128x128 sweep size, tile 128 is the untiled path; 64 shows the cost of tiling.
+    return [InferenceSetting(t, cl) for t in (64, None) for cl in (False, True)]
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def training_patches_per_s(stage: str, device: torch.device, *, batch_size: int, patch: int,
+                           warmup: int, repeats: int, compile_: bool) -> float:
+    from srgan.losses import GeneratorLoss
+    from srgan.train import StepModels, training_step
+
+    cuda = device.type == "cuda"
+    memory_format = torch.channels_last if cuda else torch.contiguous_format
+    torch.manual_seed(0)
+    generator = SRResNet().to(device).to(memory_format=memory_format).train()
+    adam = {"betas": (0.9, 0.999), "fused": True} if cuda else {"betas": (0.9, 0.999)}
+    loss_fn = GeneratorLoss("1*MSE" if stage == "srresnet" else "1*VGG54+1e-3*GAN").to(device=device, memory_format=memory_format)
+    g_train = torch.compile(generator, mode="reduce-overhead") if compile_ else generator
+    models = StepModels(generator=generator, g_train=g_train, loss_fn=loss_fn,
+                        opt_g=torch.optim.Adam(generator.parameters(), lr=1e-4, **adam))
+    if stage == "srgan":
+        discriminator = Discriminator(image_size=patch).to(device).to(memory_format=memory_format).train()
+        models.discriminator = models.d_train = discriminator
+        models.opt_d = torch.optim.Adam(discriminator.parameters(), lr=1e-4, **adam)
+    # Data on the device, as in training (cutting and degrading is timed with the step).
+    lr = torch.rand(batch_size, 3, patch // 4, patch // 4, device=device).contiguous(memory_format=memory_format)
+    hr = (torch.rand(batch_size, 3, patch, patch, device=device) * 2 - 1).contiguous(memory_format=memory_format)
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else nullcontext
+    seconds = median_seconds(lambda: training_step(models, lr, hr, autocast=autocast), device=device,
+                             warmup=warmup, repeats=repeats)
+    return batch_size / seconds
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def device_label(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
+
+
+def replace_section(path: Path, section: str) -> None:
+    """Put ``section`` between the bench markers of ``path``, keeping everything else."""
+    block = f"{START}\n{section.rstrip()}\n{END}"
+    text = path.read_text() if path.is_file() else "# Performance\n\n"
+    if START in text and END in text and text.index(START) < text.index(END):
+        head, rest = text.split(START, 1)
+        tail = rest.split(END, 1)[1]
+        text = head + block + tail
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def run_bench(args: argparse.Namespace) -> str:
+    from srgan.imresize import imresize
+    from srgan.train import git_commit
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"--device {device}: no CUDA device is available")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cuda = device.type == "cuda"
+    repeats = args.repeats or (3 if args.quick else 10)
+    log = (lambda msg: print(msg, file=sys.stderr, flush=True))
+    command = "python -m srgan.bench " + " ".join(args.argv)
+
+    lines = [
+        "## Speed (`python -m srgan.bench`)",
+        "",
+        f"Measured {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC} on **{device_label(device)}**, "
+        f"torch {torch.__version__}, code {git_commit()[:12]}. Reproduce: `{command.strip()}`.",
+        "Times are medians over repeats after warm-up"
+        + (f"; load average {os.getloadavg()[0]:.1f} at the start (the machine was shared)."
+           if hasattr(os, "getloadavg") else "."),
+        "",
+    ]
+
+    size = 8192 if cuda else 2048
+    peak = {"float32": matmul_gflops(device, dtype=torch.float32, size=size, repeats=max(repeats, 5))}
+    if cuda:
+        peak["bfloat16"] = matmul_gflops(device, dtype=torch.bfloat16, size=size, repeats=repeats)
+        peak["float16"] = matmul_gflops(device, dtype=torch.float16, size=size, repeats=repeats)
+    log(f"matmul: {peak}")
+    lines += ["### Matrix product (the device's practical peak: best of the runs)", "",
+              "| dtype | size | GFLOP/s |", "|---|---|---|"]
+    lines += [f"| {k} | {size}x{size} @ {size}x{size} | {v:.0f} |" for k, v in peak.items()]
+    lines.append("")
+
+    generators = {}
+    for method, name in (("srresnet", "srresnet_x4"), ("srgan", "srgan_x4")):
+        generators[method] = load_or_random_generator(name, device)
+    if args.quick and generators["srgan"][1] != "trained" and not cuda:
+        # Same architecture, random weights: its time is SRResNet's; save the CPU the rerun.
+        del generators["srgan"]
+
+    # Sweep the settings on the smallest size, then use the fastest for every size.
+    sweep_lr = torch.rand(1, 3, *LR_SIZES[0], device=device)
+    sweep = []
+    generator = generators["srresnet"][0]
+    for setting in candidate_settings(device, compile_=args.compile):
+        seconds = median_seconds(make_runner(generator, sweep_lr, setting), device=device,
+                                 warmup=2 if setting.compiled else 1, repeats=repeats)
+        sweep.append((seconds, setting))
+        log(f"sweep {setting.label()}: {seconds * 1e3:.0f} ms")
+    generator.to(memory_format=torch.contiguous_format)
+    best_seconds, best = min(sweep, key=lambda item: item[0])
+    flops = generator_flops(generator, *LR_SIZES[0])
+    lines += [f"### Generator settings, {LR_SIZES[0][0]}x{LR_SIZES[0][1]} LR -> 4x (inference_mode)", "",
+              "| setting | ms | GFLOP/s |", "|---|---|---|"]
+    for seconds, setting in sweep:
+        mark = " **(fastest)**" if setting is best else ""
+        lines.append(f"| {setting.label()}{mark} | {seconds * 1e3:.0f} | {flops / seconds / 1e9:.0f} |")
+    lines += ["", f"Fastest here: {best.label()} (the setting for `srgan.inference` on this device).", ""]
+
+    peak_for_best = peak.get(str(best.dtype).removeprefix("torch."), peak["float32"])
+    lines += ["### Inference, 4x", "",
+              "| method | LR size | weights | ms | GFLOP | GFLOP/s | of matmul peak |",
+              "|---|---|---|---|---|---|---|"]
+    for height, width in LR_SIZES:
+        lr = torch.rand(1, 3, height, width, device=device)
+        seconds = median_seconds(lambda: imresize(lr, scale=4), device=device, warmup=1, repeats=repeats)
+        lines.append(f"| bicubic (srgan.imresize) | {height}x{width} | - | {seconds * 1e3:.1f} | - | - | - |")
+        for method, (gen, weights_note) in generators.items():
+            big = height * width > 256 * 256
+            seconds = median_seconds(make_runner(gen, lr, best), device=device, warmup=1,
+                                     repeats=max(2, repeats - 1) if big and not cuda else repeats)
+            gen.to(memory_format=torch.contiguous_format)
+            gflop = generator_flops(gen, height, width) / 1e9
+            achieved = gflop / seconds
+            lines.append(f"| {method} | {height}x{width} | {weights_note.split(' (')[0]} | {seconds * 1e3:.0f} | "
+                         f"{gflop:.0f} | {achieved:.0f} | {achieved / peak_for_best:.0%} |")
+            log(f"{method} {height}x{width}: {seconds * 1e3:.0f} ms, {achieved:.0f} GFLOP/s")
+    notes = {note for _, note in generators.values()}
+    lines += ["", "Weights: " + "; ".join(sorted(notes)) + "."]
+    if "srgan" not in generators:
+        lines.append("SRGAN's generator is SRResNet's network with other weights: same FLOPs, same time "
+                     "(timed separately when its trained weights exist or without --quick).")
+    lines.append("")
+
+    batch = args.batch_size or (4 if not cuda else 16)
+    train_repeats = 3 if args.quick else 10
+    lines += ["### Training throughput (one optimizer step per batch, data already on the device)", "",
+              "| stage | loss | batch x patch | patches/s |", "|---|---|---|---|"]
+    rates = {}
+    for stage, loss in (("srresnet", "1*MSE"), ("srgan", "1*VGG54+1e-3*GAN")):
+        rates[stage] = training_patches_per_s(stage, device, batch_size=batch, patch=96, warmup=1,
+                                              repeats=train_repeats, compile_=args.compile and cuda)
+        lines.append(f"| {stage} | {loss} | {batch} x 96x96 | {rates[stage]:.1f} |")
+        log(f"train {stage}: {rates[stage]:.1f} patches/s")
+    hours = (16 * 1_000_000 / rates["srresnet"] + 16 * 200_000 / rates["srgan"]) / 3600
+    lines += ["", f"At these rates the paper's schedule (SRResNet 10^6 steps, SRGAN 2x10^5 steps, "
+                  f"batch 16) would take about {hours:,.0f} h on this device.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m srgan.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if present)")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller matmul (CPU)")
+    parser.add_argument("--repeats", type=int, help="timed runs per measurement")
+    parser.add_argument("--batch-size", type=int, help="training batch (default 4 on CPU, 16 on GPU)")
+    parser.add_argument("--threads", type=int, help="torch threads on CPU (default: torch's)")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile (CUDA)")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "performance.md")
+    parser.add_argument("--print-only", action="store_true", help="print the section, write nothing")
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        section = run_bench(args)
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(section)
+    if not args.print_only:
+        replace_section(args.out, section)
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

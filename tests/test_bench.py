@@ -1,0 +1,61 @@
+"""The benchmark's pieces: analytic FLOP counts, timing, tiling and the markdown section."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from srgan.bench import (
+    END,
+    START,
+    conv_flops,
+    generator_flops,
+    median_seconds,
+    replace_section,
+    tiled_forward,
+    training_patches_per_s,
+)
+from srgan.models import SRResNet
+
+
+def test_conv_flops_hand_count() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 4, 1, stride=2))
+    # 2 x (outputs x inputs-per-output): 8*10*10 outputs x 3*9, then 4*5*5 outputs x 8.
+    assert conv_flops(model, (1, 3, 10, 10)) == 2 * (8 * 100 * 27 + 4 * 25 * 8)
+
+
+def test_generator_flops_scale_with_area() -> None:
+    g = SRResNet()
+    per_pixel = generator_flops(g, 1, 1)
+    # The paper's generator: about 2.2 million multiply-adds per LR pixel at 4x.
+    assert 4.3e6 < per_pixel < 4.6e6
+    assert generator_flops(g, 270, 480) == per_pixel * 270 * 480
+    assert conv_flops(g, (1, 3, 16, 16)) == generator_flops(g, 16, 16)
+
+
+def test_tiled_forward_matches_whole_image() -> None:
+    torch.manual_seed(0)
+    g = SRResNet(num_blocks=2).eval()
+    lr = torch.rand(1, 3, 40, 52)
+    with torch.inference_mode():
+        whole, tiled = g(lr), tiled_forward(g, lr, tile=16, overlap=16)
+    assert tiled.shape == whole.shape and (tiled - whole).abs().max() < 1e-3
+
+
+def test_median_seconds_and_training_rate() -> None:
+    assert median_seconds(lambda: None, device=torch.device("cpu"), warmup=1, repeats=3) < 0.01
+    rate = training_patches_per_s("srresnet", torch.device("cpu"), batch_size=1, patch=16, warmup=0,
+                                  repeats=1, compile_=False)
+    assert rate > 0
+
+
+def test_replace_section_keeps_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "performance.md"
+    replace_section(path, "first")  # creates the file and the markers
+    assert f"{START}\nfirst\n{END}" in path.read_text()
+    path.write_text(f"# Mine\n\nintro\n\n{START}\nold\n{END}\n\n## Quality\nkept\n")
+    replace_section(path, "new figures")
+    text = path.read_text()
+    assert text == f"# Mine\n\nintro\n\n{START}\nnew figures\n{END}\n\n## Quality\nkept\n"

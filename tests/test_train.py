@@ -1,0 +1,197 @@
+"""Smoke runs of both training stages on CPU: the loss falls, checkpoints resume, files carry
+their metadata; the time box, SIGKILL-safety, option errors, schedules and the plot."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from srgan.models import SRResNet
+from srgan.train import lr_at, main, psnr_y_tensor
+from srgan.weights import generator_from_state_dict, save_weights
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--num-blocks", "2", "--batch-size", "4", "--no-progress", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six natural images from scikit-image (one is held out for validation)."""
+    from skimage import data
+
+    folder = tmp_path_factory.mktemp("photos")
+    for name in ("astronaut", "coffee", "chelsea", "rocket", "camera", "immunohistochemistry"):
+        Image.fromarray(getattr(data, name)()).save(folder / f"{name}.png")
+    return folder
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def load_weights_file(path: Path) -> tuple[SRResNet, dict]:
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    return generator_from_state_dict(blob["state_dict"], blob["meta"]), blob["meta"]
+
+
+def test_srresnet_smoke_run_learns_and_resumes(photos: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    common = [*TINY, "--stage", "srresnet", "--data", str(photos), "--patch", "16", "--lr", "2e-3",
+              "--log-every", "8", "--val-every", "12", "--val-patch", "64", "--out", str(out)]
+    assert main([*common, "--iterations", "24"]) == 0
+    rows = read_rows(out / "log.csv")
+    assert [int(r["step"]) for r in rows] == [8, 12, 16, 24]
+    assert float(rows[-1]["loss_mse"]) < 0.7 * float(rows[0]["loss_mse"])
+    assert rows[1]["val_psnr"] and rows[-1]["val_psnr"] and not rows[0]["val_psnr"]
+    assert rows[-1]["loss_gan"] == "" and float(rows[-1]["patches_per_s"]) > 0
+    model, meta = load_weights_file(out / "srresnet_x4.pt")
+    assert len(model.body) == 2
+    assert meta["stage"] == "srresnet" and meta["loss"] == "1*MSE" and meta["iterations"] == 24
+    assert meta["patches_seen"] == 96 and meta["batch_size"] == 4 and meta["completed"]
+    assert meta["train_images"] == 5 and meta["val_images"] == 1 and meta["data"] == str(photos)
+    for key in ("schedule", "wall_time_s", "device", "val_psnr_y", "git_commit"):
+        assert key in meta
+    assert (out / "best_generator.pt").is_file() and (out / "checkpoint.pt").is_file()
+
+    # Resume: the step count and the CSV continue where the checkpoint left off.
+    assert main([*common, "--iterations", "28", "--resume"]) == 0
+    rows = read_rows(out / "log.csv")
+    assert [int(r["step"]) for r in rows] == [8, 12, 16, 24, 28]
+    _, meta = load_weights_file(out / "srresnet_x4.pt")
+    assert meta["iterations"] == 28 and meta["patches_seen"] == 112
+
+
+def test_srgan_stage_starts_from_srresnet_and_resumes(photos: Path, tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    init = save_weights(SRResNet(num_blocks=2), tmp_path / "init.pt", {"stage": "srresnet"})
+    out = tmp_path / "gan"
+    common = [*TINY, "--stage", "srgan", "--init", str(init), "--data", str(photos), "--patch", "16",
+              "--log-every", "3", "--val-every", "100", "--out", str(out)]
+    assert main([*common, "--iterations", "6", "--lr", "5e-4"]) == 0
+    rows = read_rows(out / "log.csv")
+    assert [int(r["step"]) for r in rows] == [3, 6]
+    # The discriminator learns to tell SR from HR quickly; every loss is logged and finite.
+    assert float(rows[-1]["loss_d"]) < float(rows[0]["loss_d"])
+    for column in ("loss_g", "loss_vgg54", "loss_gan", "loss_d"):
+        assert math.isfinite(float(rows[-1][column]))
+    assert rows[0]["lr"] == "0.0005" and rows[-1]["lr"] == "5e-05"  # x0.1 from half-way
+    _, meta = load_weights_file(out / "srgan_x4.pt")
+    assert meta["loss"] == "1*VGG54+0.001*GAN" and meta["init"] == str(init)
+    ckpt = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert ckpt["step"] == 6 and ckpt["discriminator"] and ckpt["opt_d"]["state"]
+
+    assert main([*common, "--iterations", "8", "--lr", "5e-4", "--resume"]) == 0
+    assert [int(r["step"]) for r in read_rows(out / "log.csv")] == [3, 6, 8]
+
+
+def test_time_box_checkpoints_and_exits_cleanly(photos: Path, tmp_path: Path) -> None:
+    out = tmp_path / "boxed"
+    args = [*TINY, "--data", str(photos), "--patch", "16", "--iterations", "1000", "--max-minutes", "0",
+            "--ema", "0.5", "--out", str(out)]
+    assert main(args) == 0
+    ckpt = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert ckpt["step"] == 1
+    # EMA after one step: halfway between the initial and the updated weights.
+    for key, value in ckpt["ema"].items():
+        if key.endswith("conv_last.weight"):
+            assert not torch.equal(value, ckpt["generator"][key])
+    _, meta = load_weights_file(out / "srresnet_x4.pt")
+    assert not meta["completed"] and meta["target_iterations"] == 1000
+
+
+def test_sigkill_loses_little_and_resumes(photos: Path, tmp_path: Path) -> None:
+    out = tmp_path / "killed"
+    args = [*TINY, "--data", str(photos), "--patch", "16", "--iterations", "100000", "--out", str(out),
+            "--checkpoint-minutes", "0", "--log-every", "1000", "--val-every", "100000"]
+    process = subprocess.Popen([sys.executable, "-m", "srgan.train", *args], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (out / "checkpoint.pt").is_file():
+            time.sleep(0.2)
+        time.sleep(1.0)  # let it checkpoint a few more times: the kill lands at any moment
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    ckpt = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)  # never torn
+    step = ckpt["step"]
+    assert step >= 1
+    assert main([*args, "--iterations", str(step + 2), "--resume"]) == 0
+    _, meta = load_weights_file(out / "srresnet_x4.pt")
+    assert meta["iterations"] == step + 2 and meta["completed"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--loss", "1*FOO"], "unknown loss 'FOO'"),
+        (["--loss", "1*MSE+1e-3*GAN"], "use --stage srgan"),
+        (["--stage", "srgan", "--loss", "1*MSE"], "needs a GAN term"),
+        (["--stage", "srgan", "--patch", "24", "--init", "none"], "divisible by 16"),
+        (["--stage", "srgan", "--patch", "32"], "srresnet_x4"),  # no trained SRResNet to start from
+        (["--iterations", "5", "--patches", "40"], "not both"),
+    ],
+)
+def test_bad_options_get_clear_errors(
+    extra: list[str], message: str, photos: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SRGAN_WEIGHTS_DIR", str(tmp_path / "no-weights"))
+    assert main([*TINY, "--data", str(photos), "--out", str(tmp_path / "x"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def test_missing_training_folder_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*TINY, "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_learning_rate_schedules() -> None:
+    assert lr_at(999, base_lr=1e-4, schedule="constant", total_steps=1000) == 1e-4
+    assert lr_at(499, base_lr=1e-4, schedule="step", total_steps=1000) == 1e-4
+    assert lr_at(500, base_lr=1e-4, schedule="step", total_steps=1000) == pytest.approx(1e-5)
+    assert lr_at(0, base_lr=1e-4, schedule="cosine", total_steps=1000) == pytest.approx(1e-4)
+    assert lr_at(500, base_lr=1e-4, schedule="cosine", total_steps=1000) == pytest.approx(5e-5)
+    assert lr_at(1000, base_lr=1e-4, schedule="cosine", total_steps=1000) == pytest.approx(0, abs=1e-12)
+
+
+def test_tensor_psnr_matches_the_project_metric() -> None:
+    from srgan.metrics import psnr_y
+
+    rng = np.random.default_rng(0)
+    hr = rng.integers(0, 256, (2, 40, 48, 3), dtype=np.uint8)
+    sr = np.clip(hr.astype(int) + rng.integers(-20, 21, hr.shape), 0, 255).astype(np.uint8)
+
+    def to_hr_range(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+    ours = psnr_y_tensor(to_hr_range(sr), to_hr_range(hr))
+    for i in range(2):
+        assert ours[i].item() == pytest.approx(psnr_y(sr[i], hr[i]), abs=1e-6)
+
+
+def test_plot_training(tmp_path: Path) -> None:
+    from srgan.plot_training import main as plot_main
+
+    log = tmp_path / "log.csv"
+    log.write_text("step,patches_seen,loss_g,loss_mse,loss_vgg22,loss_vgg54,loss_gan,loss_d,lr,"
+                   "patches_per_s,val_psnr\n10,160,0.3,0.3,,,,,0.0001,50,\n20,320,0.2,0.2,,,,,0.0001,50,21.5\n")
+    png = tmp_path / "plot.png"
+    assert plot_main([str(log), str(png)]) == 0
+    with Image.open(png) as image:
+        assert image.size[0] > 300
+    assert plot_main([str(tmp_path / "missing.csv"), str(png)]) == 2
