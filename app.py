@@ -1,0 +1,179 @@
+"""The whole SRGAN app in one Gradio server: the comparison demo, the MOS study, the results.
+
+    python app.py [--host 127.0.0.1] [--port 7860] [--device cpu] [--app-dir var] ...
+
+Every option also reads an environment variable (SRGAN_HOST, SRGAN_PORT,
+SRGAN_SHARE, SRGAN_DEVICE, SRGAN_MAX_PIXELS, SURVEY_DB_URL, SRGAN_APP_DIR,
+SRGAN_ADMIN_TOKEN, SRGAN_CONCURRENCY); options win over the environment. Nothing
+is downloaded: the models load from the package (or SRGAN_WEIGHTS_DIR) and the
+example photos come from scikit-image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+# Before gradio is imported: no analytics or version check over the network.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+
+from demo.ui import CSS, build_demo_tab  # noqa: E402
+from srgan.images import DEFAULT_MAX_BYTES, default_max_pixels  # noqa: E402
+from srgan.inference import Upscaler  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent
+TITLE = "SRGAN: photo-realistic 4x super-resolution"
+# Gradio refuses larger uploads before writing them; srgan.images refuses them anyway.
+MAX_UPLOAD_BYTES = DEFAULT_MAX_BYTES
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    host: str = "127.0.0.1"
+    port: int = 7860
+    share: bool = False
+    device: str = "cpu"
+    max_pixels: int | None = None  # None: SRGAN_MAX_PIXELS or srgan.images.DEFAULT_MAX_PIXELS
+    db_url: str | None = None  # None: sqlite:///<app_dir>/study.sqlite
+    app_dir: Path = ROOT / "var"
+    admin_token: str | None = None
+    concurrency: int = 1  # requests run at once per event; more would starve a small CPU
+
+    @property
+    def study_db_url(self) -> str:
+        return self.db_url or f"sqlite:///{self.app_dir / 'study.sqlite'}"
+
+
+def _unavailable(what: str, error: ImportError) -> None:
+    gr.Markdown(f"The {what} is not available in this build ({error}).")
+
+
+def _build_study_tab(config: AppConfig) -> None:
+    try:
+        from survey.prepare import ensure_default_study
+        from survey.study_tab import build_study_tab
+    except ImportError as error:
+        _unavailable("MOS study", error)
+        return
+    study = ensure_default_study(db_url=config.study_db_url, app_dir=config.app_dir)
+    build_study_tab(db_url=config.study_db_url, app_dir=config.app_dir, study=study)
+
+
+def _build_results_tab(config: AppConfig) -> None:
+    try:
+        from survey.admin_tab import build_results_tab
+    except ImportError as error:
+        _unavailable("results tab", error)
+        return
+    build_results_tab(db_url=config.study_db_url, admin_token=config.admin_token, out_dir=config.app_dir / "results")
+
+
+def build_app(config: AppConfig) -> gr.Blocks:
+    """The app's Blocks, ready for .queue().launch(); tests build it in-process."""
+    config.app_dir.mkdir(parents=True, exist_ok=True)
+    upscaler = Upscaler(device=config.device)  # one per app: each model is loaded once
+    max_pixels = config.max_pixels if config.max_pixels is not None else default_max_pixels()
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
+        gr.Markdown(f"# {TITLE}\nAn open reproduction of Ledig et al., CVPR 2017 (arXiv 1609.04802).")
+        with gr.Tabs():
+            with gr.Tab("Compare", id="compare"):
+                build_demo_tab(upscaler=upscaler, max_pixels=max_pixels, app_dir=config.app_dir)
+            with gr.Tab("MOS study", id="study"):
+                _build_study_tab(config)
+            with gr.Tab("Results (admin)", id="results"):
+                _build_results_tab(config)
+    app.queue(default_concurrency_limit=config.concurrency, max_size=64)
+    return app
+
+
+def launch(app: gr.Blocks, config: AppConfig, *, block: bool = True) -> str:
+    """Start the server; return its local URL."""
+    app.launch(
+        server_name=config.host,
+        server_port=config.port,
+        share=config.share,
+        # Serve the example photos and the demo's downloads only: never the app folder
+        # itself, which holds the study database, the stimuli and the reports.
+        allowed_paths=[str(config.app_dir / "examples"), str(config.app_dir / "demo_outputs")],
+        blocked_paths=_private_paths(config),
+        max_file_size=MAX_UPLOAD_BYTES,
+        show_error=True,
+        css=CSS,
+        prevent_thread_lock=True,
+        quiet=True,
+    )
+    url = app.local_url or f"http://{config.host}:{config.port}/"
+    print(f"SRGAN app running at {url}", flush=True)
+    if app.share_url:
+        print(f"Public share link: {app.share_url}", flush=True)
+    if block:
+        app.block_thread()
+    return url
+
+
+def _private_paths(config: AppConfig) -> list[str]:
+    """Never served, whatever else is allowed: the SQLite study database and the study's files."""
+    paths = [config.app_dir / "studies", config.app_dir / "results"]
+    if config.study_db_url.startswith("sqlite:///"):
+        database = Path(config.study_db_url.removeprefix("sqlite:///"))
+        paths += [database, Path(f"{database}-wal"), Path(f"{database}-shm"), Path(f"{database}-journal")]
+    return [str(path) for path in paths]
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def parse_args(argv: list[str] | None) -> AppConfig:
+    env = os.environ
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default=env.get("SRGAN_HOST", "127.0.0.1"), help="address to bind (SRGAN_HOST)")
+    parser.add_argument("--port", type=int, default=int(env.get("SRGAN_PORT", "7860")), help="port (SRGAN_PORT)")
+    parser.add_argument("--share", action=argparse.BooleanOptionalAction, default=_env_flag("SRGAN_SHARE"),
+                        help="also open a public Gradio share link (SRGAN_SHARE; needs the internet)")
+    parser.add_argument("--device", default=env.get("SRGAN_DEVICE", "cpu"), help="torch device: cpu or cuda")
+    parser.add_argument("--max-pixels", type=int, default=None,
+                        help="refuse larger input images (SRGAN_MAX_PIXELS; default 4 megapixels)")
+    parser.add_argument("--db-url", default=env.get("SURVEY_DB_URL"),
+                        help="study database URL (SURVEY_DB_URL; default sqlite:///<app dir>/study.sqlite)")
+    parser.add_argument("--app-dir", type=Path, default=Path(env.get("SRGAN_APP_DIR", ROOT / "var")),
+                        help="folder for the app's state (SRGAN_APP_DIR; default <repo>/var)")
+    parser.add_argument("--admin-token", default=env.get("SRGAN_ADMIN_TOKEN"),
+                        help="token that opens the results tab (SRGAN_ADMIN_TOKEN)")
+    parser.add_argument("--concurrency", type=int, default=int(env.get("SRGAN_CONCURRENCY", "1")),
+                        help="requests processed at once per event (SRGAN_CONCURRENCY; default 1)")
+    args = parser.parse_args(argv)
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            parser.error(f"--device {args.device}: no CUDA GPU is available here; use --device cpu")
+    if args.concurrency < 1:
+        parser.error("--concurrency must be at least 1")
+    return AppConfig(
+        host=args.host,
+        port=args.port,
+        share=args.share,
+        device=args.device,
+        max_pixels=args.max_pixels,
+        db_url=args.db_url,
+        app_dir=args.app_dir.resolve(),
+        admin_token=args.admin_token,
+        concurrency=args.concurrency,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_args(argv)
+    app = build_app(config)
+    launch(app, config)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""`python app.py` end to end: a real server, driven by gradio_client and by headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import CHROMIUM_ARGS, ROOT, free_port
+
+import app
+from srgan.models import SRResNet
+from srgan.weights import save_weights
+
+STARTUP_TIMEOUT_S = 120
+RUN_TIMEOUT_MS = 120_000
+
+
+def test_options_come_from_arguments_then_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SRGAN_PORT", "7999")
+    monkeypatch.setenv("SRGAN_APP_DIR", str(tmp_path))
+    monkeypatch.setenv("SRGAN_ADMIN_TOKEN", "secret")
+    config = app.parse_args(["--port", "8001", "--max-pixels", "1000"])
+    assert (config.port, config.host, config.max_pixels) == (8001, "127.0.0.1", 1000)
+    assert config.app_dir == tmp_path.resolve() and config.admin_token == "secret"
+    assert config.study_db_url == f"sqlite:///{tmp_path.resolve() / 'study.sqlite'}"
+    assert app.parse_args([]).port == 7999
+    with pytest.raises(SystemExit):
+        app.parse_args(["--concurrency", "0"])
+
+
+def test_the_app_builds_in_process_with_named_endpoints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SRGAN_WEIGHTS_DIR", str(tmp_path / "no-weights"))
+    blocks = app.build_app(app.AppConfig(app_dir=tmp_path / "var", port=free_port()))
+    api_names = {dep.get("api_name") for dep in blocks.config["dependencies"]}
+    assert {"compare", "blend"} <= api_names
+    assert (tmp_path / "var" / "examples" / "astronaut.png").is_file()
+
+
+# ---------------------------------------------------------------- the real server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """`python app.py` on a free port with random-init weights; killed at the end."""
+    tmp = tmp_path_factory.mktemp("app")
+    for seed, name in enumerate(("srresnet_x4", "srgan_x4")):
+        torch.manual_seed(seed)
+        save_weights(SRResNet(num_blocks=4, channels=32), tmp / "weights" / f"{name}.pt", {"stage": "random"})
+    port = free_port()
+    env = {
+        **os.environ,
+        "SRGAN_WEIGHTS_DIR": str(tmp / "weights"),
+        "SRGAN_APP_DIR": str(tmp / "var"),
+        "GRADIO_TEMP_DIR": str(tmp / "gradio"),
+    }
+    log = (tmp / "server.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "app.py", "--port", str(port), "--host", "127.0.0.1"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"app.py exited with {process.returncode}:\n{(tmp / 'server.log').read_text()}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"app.py did not answer within {STARTUP_TIMEOUT_S} s:\n{(tmp / 'server.log').read_text()}")
+            time.sleep(0.5)
+        yield url, tmp
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+    assert f"running at {url}" in (tmp / "server.log").read_text()
+
+
+def test_gradio_client_gets_three_results_and_scores(server: tuple[str, Path]) -> None:
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    url, tmp = server
+    client = Client(url, verbose=False, download_files=str(tmp / "client"))
+    example = tmp / "var" / "examples" / "astronaut.png"
+    result = client.predict(handle_file(str(example)), "Auto", 1.0, api_name="/compare")
+    status, images, scores, files = result[0], result[1:9:2], result[9], result[14]
+    assert "treated as HR" in status
+    for path in images:  # bicubic, SRResNet, SRGAN, HR: all the original's size
+        assert Image.open(path).size == (512, 512)
+    assert [row[0] for row in scores["data"]] == ["Bicubic", "SRResNet", "SRGAN", "HR (original)"]
+    assert all(float(row[2]) > 0 for row in scores["data"][:3])  # PSNR for every method
+    assert sorted(Path(p).name for p in files) == [
+        "astronaut_bicubic_x4.png", "astronaut_lr_input.png", "astronaut_srgan_x4.png", "astronaut_srresnet_x4.png"
+    ]
+
+    # /blend re-runs SRGAN on the same session's image: α = 0 is exactly SRResNet.
+    blended = client.predict(0.0, api_name="/blend")
+    assert "α = 0.00" in blended[6]
+    assert np.array_equal(np.asarray(Image.open(blended[5])), np.asarray(Image.open(result[3])))
+
+    not_an_image = tmp / "notes.txt"
+    not_an_image.write_text("hello")
+    with pytest.raises(AppError, match="not an image"):
+        client.predict(handle_file(str(not_an_image)), "Auto", 1.0, api_name="/compare")
+    # Files Gradio's own gr.Image would decode (or choke on) reach srgan.images.load_image untouched.
+    sixteen_bit, cmyk, animated = tmp / "grey16.png", tmp / "cmyk.jpg", tmp / "animated.gif"
+    Image.fromarray(np.full((24, 24), 40000, np.uint16)).save(sixteen_bit)
+    Image.new("CMYK", (24, 24), (0, 128, 128, 0)).save(cmyk)
+    frames = [Image.new("RGB", (24, 24), color) for color in ("red", "blue")]
+    frames[0].save(animated, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    for path in (sixteen_bit, cmyk):
+        converted = client.predict(handle_file(str(path)), "Auto", 1.0, api_name="/compare")
+        assert Image.open(converted[1]).size == (96, 96)
+    with pytest.raises(AppError, match="animated images are not supported"):
+        client.predict(handle_file(str(animated)), "Auto", 1.0, api_name="/compare")
+    # The server keeps serving after a refusal.
+    small = tmp / "small.png"
+    Image.open(example).crop((200, 200, 232, 232)).save(small)
+    result = client.predict(handle_file(str(small)), "Auto", 0.5, api_name="/compare")
+    assert "treated as LR" in result[0] and Image.open(result[5]).size == (128, 128)
+    assert "α = 0.50" in result[6]
+
+
+def test_only_public_files_are_served(server: tuple[str, Path]) -> None:
+    url, tmp = server
+    database = tmp / "var" / "study.sqlite"
+    example = tmp / "var" / "examples" / "coffee.png"
+    with urllib.request.urlopen(f"{url}gradio_api/file={example}", timeout=10) as response:
+        assert response.status == 200
+    for private in (database, tmp / "server.log"):
+        assert private.is_file()
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{url}gradio_api/file={private}", timeout=10)
+        assert refused.value.code in (403, 404)
+
+
+def test_browser_example_compare_zoom_and_refusal(server: tuple[str, Path], chromium_path: str) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    url, tmp = server
+    not_an_image = tmp / "broken.png"
+    not_an_image.write_bytes(b"definitely not a PNG")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url)
+            page.locator("#demo-examples button.gallery-item").nth(2).click()  # chelsea, 451x300: HR
+            expect(page.locator("#demo-input img")).to_be_visible()
+            page.locator("#demo-run").click()
+            for method in ("bicubic", "srresnet", "srgan", "hr"):
+                expect(page.locator(f"#demo-{method} img")).to_be_visible(timeout=RUN_TIMEOUT_MS)
+            for method in ("bicubic", "srresnet", "srgan"):
+                expect(page.locator(f"#demo-{method}-caption")).to_contain_text("PSNR", timeout=RUN_TIMEOUT_MS)
+            expect(page.locator("#demo-status")).to_contain_text("treated as HR")
+            expect(page.locator("#demo-metrics")).to_contain_text("SRGAN")
+            expect(page.locator("#demo-slider img")).to_have_count(2)  # both sides of the wipe (lazy-loaded)
+            expect(page.locator("#demo-files")).to_contain_text("chelsea_srgan_x4")
+
+            # A click near the top-left of a result moves the zoom there.
+            page.locator("#demo-srgan img").click(position={"x": 5, "y": 5})
+            expect(page.locator("#demo-zoom-x input[type=number]")).not_to_have_value("50", timeout=30_000)
+            assert float(page.locator("#demo-zoom-x input[type=number]").input_value()) < 10
+            expect(page.locator("#demo-zoom img")).to_have_count(5)  # LR, three methods, HR
+            page.screenshot(path=str(tmp / "demo.png"), full_page=True)
+
+            page.locator("#demo-input button[aria-label='Remove Image']").first.click()
+            page.locator("#demo-input input[type=file]").set_input_files(str(not_an_image))
+            page.locator("#demo-run").click()
+            expect(page.locator("#demo-status")).to_contain_text("not an image", timeout=RUN_TIMEOUT_MS)
+            expect(page.locator("#demo-srgan img")).to_have_count(0)  # no stale results beside the message
+            page.screenshot(path=str(tmp / "refusal.png"), full_page=True)
+        finally:
+            browser.close()
