@@ -3,17 +3,24 @@
     python app.py [--host 127.0.0.1] [--port 7860] [--device cpu] [--app-dir var] ...
 
 Every option also reads an environment variable (SRGAN_HOST, SRGAN_PORT,
-SRGAN_SHARE, SRGAN_DEVICE, SRGAN_MAX_PIXELS, SURVEY_DB_URL, SRGAN_APP_DIR,
-SRGAN_ADMIN_TOKEN, SRGAN_CONCURRENCY); options win over the environment. Nothing
-is downloaded: the models load from the package (or SRGAN_WEIGHTS_DIR) and the
-example photos come from scikit-image.
+SRGAN_SHARE, SRGAN_DEVICE, SRGAN_MAX_PIXELS, SRGAN_MAX_UPLOAD_MB, SURVEY_DB_URL,
+SURVEY_STUDY, SRGAN_APP_DIR, SRGAN_ADMIN_TOKEN, SRGAN_LOCAL_DEMO, SRGAN_CONCURRENCY);
+options win over the environment. ``--study NAME`` picks the study the MOS tab serves
+(made with ``python -m survey.prepare``). The results tab needs an admin token (16
+characters or more); ``--local-demo`` makes a random one and prints it, on a loopback
+host only. Nothing is downloaded: the models load from the package (or
+SRGAN_WEIGHTS_DIR) and the example photos come from scikit-image.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
+import secrets
+import socket
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +36,8 @@ from srgan.inference import Upscaler  # noqa: E402
 ROOT = Path(__file__).resolve().parent
 TITLE = "SRGAN: photo-realistic 4x super-resolution"
 # Gradio refuses larger uploads before writing them; srgan.images refuses them anyway.
-MAX_UPLOAD_BYTES = DEFAULT_MAX_BYTES
+DEFAULT_MAX_UPLOAD_MB = DEFAULT_MAX_BYTES / 2**20
+MIN_ADMIN_TOKEN = 16  # characters; a short token could be guessed
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,9 @@ class AppConfig:
     app_dir: Path = ROOT / "var"
     admin_token: str | None = None
     concurrency: int = 1  # requests run at once per event; more would starve a small CPU
+    study: str = "examples"  # the study the MOS tab serves; "examples" is made on first start
+    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB  # Gradio refuses larger uploads before saving them
+    local_demo: bool = False  # the admin token was made up for this run (printed at start)
 
     @property
     def study_db_url(self) -> str:
@@ -60,8 +71,11 @@ def _build_study_tab(config: AppConfig) -> None:
     except ImportError as error:
         _unavailable("MOS study", error)
         return
-    study = ensure_default_study(db_url=config.study_db_url, app_dir=config.app_dir)
-    build_study_tab(db_url=config.study_db_url, app_dir=config.app_dir, study=study)
+    from survey.prepare import DEFAULT_STUDY
+
+    if config.study == DEFAULT_STUDY:
+        ensure_default_study(db_url=config.study_db_url, app_dir=config.app_dir)
+    build_study_tab(db_url=config.study_db_url, app_dir=config.app_dir, study=config.study)
 
 
 def _build_results_tab(config: AppConfig) -> None:
@@ -70,7 +84,10 @@ def _build_results_tab(config: AppConfig) -> None:
     except ImportError as error:
         _unavailable("results tab", error)
         return
-    build_results_tab(db_url=config.study_db_url, admin_token=config.admin_token, out_dir=config.app_dir / "results")
+    # Reports go to a private temporary folder: Gradio copies what the tab shows into its
+    # cache, and the folder is never among the paths the server serves.
+    out_dir = Path(tempfile.mkdtemp(prefix="srgan-results-"))
+    build_results_tab(db_url=config.study_db_url, admin_token=config.admin_token, out_dir=out_dir)
 
 
 def build_app(config: AppConfig) -> gr.Blocks:
@@ -101,7 +118,7 @@ def launch(app: gr.Blocks, config: AppConfig, *, block: bool = True) -> str:
         # itself, which holds the study database, the stimuli and the reports.
         allowed_paths=[str(config.app_dir / "examples"), str(config.app_dir / "demo_outputs")],
         blocked_paths=_private_paths(config),
-        max_file_size=MAX_UPLOAD_BYTES,
+        max_file_size=int(config.max_upload_mb * 1024 * 1024),
         show_error=True,
         css=CSS,
         prevent_thread_lock=True,
@@ -109,6 +126,8 @@ def launch(app: gr.Blocks, config: AppConfig, *, block: bool = True) -> str:
     )
     url = app.local_url or f"http://{config.host}:{config.port}/"
     print(f"SRGAN app running at {url}", flush=True)
+    if config.local_demo:
+        print(f"Local demo mode: the Results tab's admin token is {config.admin_token}", flush=True)
     if app.share_url:
         print(f"Public share link: {app.share_url}", flush=True)
     if block:
@@ -123,6 +142,13 @@ def _private_paths(config: AppConfig) -> list[str]:
         database = Path(config.study_db_url.removeprefix("sqlite:///"))
         paths += [database, Path(f"{database}-wal"), Path(f"{database}-shm"), Path(f"{database}-journal")]
     return [str(path) for path in paths]
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+    except (OSError, ValueError):
+        return False
 
 
 def _env_flag(name: str) -> bool:
@@ -147,7 +173,31 @@ def parse_args(argv: list[str] | None) -> AppConfig:
                         help="token that opens the results tab (SRGAN_ADMIN_TOKEN)")
     parser.add_argument("--concurrency", type=int, default=int(env.get("SRGAN_CONCURRENCY", "1")),
                         help="requests processed at once per event (SRGAN_CONCURRENCY; default 1)")
+    parser.add_argument("--study", default=env.get("SURVEY_STUDY", "examples"),
+                        help="the study the MOS tab serves (SURVEY_STUDY; default examples, made on first start)")
+    parser.add_argument("--max-upload-mb", type=float,
+                        default=float(env.get("SRGAN_MAX_UPLOAD_MB", DEFAULT_MAX_UPLOAD_MB)),
+                        help=f"refuse larger uploads (SRGAN_MAX_UPLOAD_MB; default {DEFAULT_MAX_UPLOAD_MB:g})")
+    parser.add_argument("--local-demo", action="store_true", default=_env_flag("SRGAN_LOCAL_DEMO"),
+                        help="without an admin token, make a random one and print it (SRGAN_LOCAL_DEMO; "
+                        "loopback host only)")
     args = parser.parse_args(argv)
+    token = args.admin_token or None
+    if token is not None and len(token) < MIN_ADMIN_TOKEN:
+        parser.error(f"--admin-token / SRGAN_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN} characters "
+                     "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(24))')")
+    if args.local_demo:
+        if args.share or not _is_loopback(args.host):
+            parser.error("--local-demo is for this machine only: use a loopback --host (127.0.0.1) and no --share")
+        token = token or secrets.token_urlsafe(24)
+    if args.max_upload_mb <= 0:
+        parser.error("--max-upload-mb must be positive")
+    try:
+        from survey.store import StudyError, check_study_name
+
+        check_study_name(args.study)
+    except StudyError as error:
+        parser.error(str(error))
     if args.device.startswith("cuda"):
         import torch
 
@@ -163,13 +213,28 @@ def parse_args(argv: list[str] | None) -> AppConfig:
         max_pixels=args.max_pixels,
         db_url=args.db_url,
         app_dir=args.app_dir.resolve(),
-        admin_token=args.admin_token,
+        admin_token=token,
         concurrency=args.concurrency,
+        study=args.study,
+        max_upload_mb=args.max_upload_mb,
+        local_demo=args.local_demo and token != args.admin_token,
     )
+
+
+def _check_study_exists(config: AppConfig) -> None:
+    """A named study must have been prepared; only "examples" is made on first start."""
+    from survey import store
+    from survey.db import get_engine
+    from survey.prepare import DEFAULT_STUDY
+
+    if config.study != DEFAULT_STUDY and config.study not in store.list_studies(get_engine(config.study_db_url)):
+        sys.exit(f"error: the study database has no study {config.study!r}; make it first with "
+                 f"`python -m survey.prepare --name {config.study} --hr-dir FOLDER` (same --db and --app-dir)")
 
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
+    _check_study_exists(config)
     app = build_app(config)
     launch(app, config)
     return 0

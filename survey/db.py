@@ -35,6 +35,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 SCHEMA_VERSION = 1
+LOCK_TIMEOUT_MS = 5000  # how long a write waits for another connection's lock before failing
 
 
 class SchemaVersionError(RuntimeError):
@@ -220,7 +221,7 @@ def default_db_url(app_dir: Path | None = None) -> str:
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
-    cursor.execute("PRAGMA busy_timeout=5000")  # wait for a concurrent writer rather than fail
+    cursor.execute(f"PRAGMA busy_timeout={LOCK_TIMEOUT_MS}")  # wait for a concurrent writer rather than fail
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
@@ -242,7 +243,12 @@ def get_engine(db_url: str) -> Engine:
 def _make_engine(db_url: str) -> Engine:
     if db_url.startswith("sqlite:///"):
         Path(db_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(db_url, pool_pre_ping=True)
+    connect_args = {}
+    if db_url.startswith("postgresql"):
+        # PostgreSQL waits for a lock forever by default; like SQLite's busy timeout, give up
+        # after 5 s so the rater gets "not saved, retry" rather than a page that hangs.
+        connect_args["options"] = f"-c lock_timeout={LOCK_TIMEOUT_MS}"
+    engine = create_engine(db_url, pool_pre_ping=True, connect_args=connect_args)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     try:

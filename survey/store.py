@@ -2,7 +2,8 @@
 
 Callers pass an engine (``survey.db.get_engine(url)``). Problems a rater or organiser can fix
 raise ``StudyError`` with a message fit to show them; database failures propagate as
-SQLAlchemy errors so the UI can say "not saved, please retry".
+SQLAlchemy errors so the UI can say "not saved, please retry" (``NextItemError`` when the
+rating was saved and only fetching the next item failed).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from survey import protocol
@@ -33,10 +34,19 @@ from survey.db import (
 RATER_CODE = re.compile(r"[A-Za-z0-9_-]{22,64}")
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 SCORE_LABELS = {1: "Bad", 2: "Poor", 3: "Fair", 4: "Good", 5: "Excellent"}
+MAX_ID = 2**31 - 1  # ids are INTEGER columns (32-bit on PostgreSQL): larger numbers name nothing
 
 
 class StudyError(ValueError):
     """A clear, user-facing problem (unknown code, bad score, stale submission, ...)."""
+
+
+class NextItemError(RuntimeError):
+    """A rating was stored (``status``), but the database failed while fetching the next item."""
+
+    def __init__(self, status: str):
+        super().__init__(f"rating {status}, but the next item could not be loaded")
+        self.status = status
 
 
 # ---------------------------------------------------------------- validation (before any query)
@@ -85,7 +95,7 @@ def parse_presentation_id(value: object) -> int:
         number = int(str(value).strip())
     except (TypeError, ValueError):
         raise StudyError("This submission does not name a valid image; please reload the page.") from None
-    if number <= 0:
+    if not 0 < number <= MAX_ID:
         raise StudyError("This submission does not name a valid image; please reload the page.")
     return number
 
@@ -425,7 +435,11 @@ def submit_rating(engine: Engine, code: str, study: str, presentation_id: object
             status = _existing_rating_status(session, pid, value)
             if status is None:
                 raise
-    return RatingResult(status=status, item=next_item(engine, code, study))
+    try:
+        item = next_item(engine, code, study)
+    except SQLAlchemyError as error:  # the rating is safe: say so, not "not saved"
+        raise NextItemError(status) from error
+    return RatingResult(status=status, item=item)
 
 
 def _existing_rating_status(session: Session, pid: int, score: int) -> str | None:

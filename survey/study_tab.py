@@ -26,6 +26,11 @@ from survey.prepare import stimulus_path
 log = logging.getLogger(__name__)
 
 NOT_SAVED = "**Not saved**: the study database did not answer. Please press the button again in a moment."
+SAVED_NEXT_FAILED = (
+    "**Saved**: your rating is stored, but the next image could not be loaded (the study database did "
+    "not answer). Please reload this page in a moment to continue."
+)
+UNAVAILABLE = "**The study database did not answer.** Nothing was lost; please try again in a moment."
 CONCURRENCY = "survey-study"
 
 INSTRUCTIONS = """\
@@ -134,7 +139,9 @@ class Outcome:
     """The result of one protocol step, for the page and the API alike."""
 
     ok: bool
-    status: str  # joined / resumed / ok / saved / already saved / refused / error
+    # joined / resumed / ok / saved / already saved / refused / error; ok=False with "saved" or
+    # "already saved": the rating is stored but the next item could not be loaded.
+    status: str
     message: str
     code: str | None
     item: store.Item | None = None
@@ -147,18 +154,28 @@ class Outcome:
         return out
 
 
-def _guarded(action: Callable[[], tuple[store.Item, str, str]], *, code: str | None) -> Outcome:
-    """Run a store call; turn every failure into a clear message, never a traceback."""
+def _guarded(action: Callable[[], tuple[store.Item, str, str]], *, code: str | None,
+             failure: str = UNAVAILABLE) -> Outcome:
+    """Run a store call; turn every failure into a clear message, never a traceback.
+
+    ``failure`` is what a database failure means for this step ("not saved" for a rating).
+    """
     try:
         item, status, message = action()
         return Outcome(True, status, message, code, item)
     except store.StudyError as error:
         return Outcome(False, "refused", str(error), code)
+    except store.NextItemError as error:
+        log.exception("study database error after a rating was stored")
+        return Outcome(False, error.status, SAVED_NEXT_FAILED, code)
     except SchemaVersionError as error:
         return Outcome(False, "error", str(error), code)
     except (SQLAlchemyError, OSError):
         log.exception("study database error")
-        return Outcome(False, "error", NOT_SAVED, code)
+        return Outcome(False, "error", failure, code)
+    except Exception:  # a bug: the rater still gets the retry message (retries are idempotent)
+        log.exception("unexpected error in the study tab")
+        return Outcome(False, "error", failure, code)
 
 
 def build_study_tab(*, db_url: str, app_dir: Path, study: str = "examples") -> None:
@@ -180,7 +197,7 @@ def build_study_tab(*, db_url: str, app_dir: Path, study: str = "examples") -> N
                 return Outcome(False, "refused", str(error), None)
             except SQLAlchemyError:
                 log.exception("study database error")
-                return Outcome(False, "error", NOT_SAVED, None)
+                return Outcome(False, "error", UNAVAILABLE, None)
             welcome = (
                 f"Your rater code is **{code}**. Keep this page's address (it now ends with "
                 f"`?rater={code}`) to continue later, on any device."
@@ -202,7 +219,7 @@ def build_study_tab(*, db_url: str, app_dir: Path, study: str = "examples") -> N
             message = "Saved." if result.status == "saved" else "Already saved: your rating counts once."
             return result.item, result.status, message
 
-        return _guarded(action, code=code)
+        return _guarded(action, code=code, failure=NOT_SAVED)
 
     # ---------------------------------------------------------------- page
 

@@ -29,14 +29,18 @@ RUN_TIMEOUT_MS = 120_000
 def test_options_come_from_arguments_then_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("SRGAN_PORT", "7999")
     monkeypatch.setenv("SRGAN_APP_DIR", str(tmp_path))
-    monkeypatch.setenv("SRGAN_ADMIN_TOKEN", "secret")
+    monkeypatch.setenv("SRGAN_ADMIN_TOKEN", "secret-token-0123456789")
+    monkeypatch.setenv("SURVEY_STUDY", "bsd100")
     config = app.parse_args(["--port", "8001", "--max-pixels", "1000"])
     assert (config.port, config.host, config.max_pixels) == (8001, "127.0.0.1", 1000)
-    assert config.app_dir == tmp_path.resolve() and config.admin_token == "secret"
+    assert config.app_dir == tmp_path.resolve() and config.admin_token == "secret-token-0123456789"
+    assert config.study == "bsd100" and app.parse_args(["--study", "other"]).study == "other"
     assert config.study_db_url == f"sqlite:///{tmp_path.resolve() / 'study.sqlite'}"
     assert app.parse_args([]).port == 7999
     with pytest.raises(SystemExit):
         app.parse_args(["--concurrency", "0"])
+    with pytest.raises(SystemExit):
+        app.parse_args(["--study", "../elsewhere"])
 
 
 def test_the_app_builds_in_process_with_named_endpoints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

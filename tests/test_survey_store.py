@@ -1,12 +1,11 @@
 """The study database through the store: constraints, idempotence, resume, bad input, export.
 
-Runs on a fresh SQLite file by default; set SURVEY_TEST_DB_URL to an empty database (e.g.
-postgresql+psycopg://...) to run the same tests there (its tables are dropped between tests).
+Every test runs twice: on a fresh SQLite file, and on a fresh database of the PostgreSQL server
+named by SURVEY_TEST_PG_URL (``eval "$(scripts/pg_cluster.sh start)"``; skipped without one).
 """
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import Counter
 
@@ -15,16 +14,18 @@ from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from survey import db, export, protocol, store
-from survey.db import Base, Presentation, Rating, SchemaInfo
+from survey.db import Presentation, Rating, SchemaInfo
+from test_postgres import postgres_database
 
 
-@pytest.fixture
-def db_url(tmp_path):
-    url = os.environ.get("SURVEY_TEST_DB_URL") or f"sqlite:///{tmp_path / 'study.sqlite'}"
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path):
+    if request.param == "postgres":
+        with postgres_database() as url:
+            yield url
+        return
+    url = f"sqlite:///{tmp_path / 'study.sqlite'}"
     yield url
-    engine = db._engines.get(url)
-    if engine is not None and engine.dialect.name != "sqlite":
-        Base.metadata.drop_all(engine)
     db.dispose_engine(url)
 
 
