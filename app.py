@@ -32,6 +32,9 @@ import gradio as gr  # noqa: E402
 from demo.ui import CSS, build_demo_tab  # noqa: E402
 from srgan.images import DEFAULT_MAX_BYTES, default_max_pixels  # noqa: E402
 from srgan.inference import Upscaler  # noqa: E402
+from survey.admin_tab import build_results_tab  # noqa: E402
+from survey.prepare import DEFAULT_STUDY, ensure_default_study  # noqa: E402
+from survey.study_tab import build_study_tab  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 TITLE = "SRGAN: photo-realistic 4x super-resolution"
@@ -60,30 +63,13 @@ class AppConfig:
         return self.db_url or f"sqlite:///{self.app_dir / 'study.sqlite'}"
 
 
-def _unavailable(what: str, error: ImportError) -> None:
-    gr.Markdown(f"The {what} is not available in this build ({error}).")
-
-
 def _build_study_tab(config: AppConfig) -> None:
-    try:
-        from survey.prepare import ensure_default_study
-        from survey.study_tab import build_study_tab
-    except ImportError as error:
-        _unavailable("MOS study", error)
-        return
-    from survey.prepare import DEFAULT_STUDY
-
     if config.study == DEFAULT_STUDY:
         ensure_default_study(db_url=config.study_db_url, app_dir=config.app_dir)
     build_study_tab(db_url=config.study_db_url, app_dir=config.app_dir, study=config.study)
 
 
 def _build_results_tab(config: AppConfig) -> None:
-    try:
-        from survey.admin_tab import build_results_tab
-    except ImportError as error:
-        _unavailable("results tab", error)
-        return
     # Reports go to a private temporary folder: Gradio copies what the tab shows into its
     # cache, and the folder is never among the paths the server serves.
     out_dir = Path(tempfile.mkdtemp(prefix="srgan-results-"))
