@@ -504,6 +504,9 @@ def main(argv: list[str] | None = None) -> int:
     print(summary_text(a))
     rejected = int(a.raters["rejected"].astype(bool).sum()) if len(a.raters) else 0
     print(f"screening {'on' if a.screening_on else 'off'}: {rejected} rater(s) flagged")
+    if a.screening_on and len(a.raters) and rejected == len(a.raters):
+        print("every rater was rejected by screening, so no MOS is computed; the report says why "
+              "for each, and --no-screening shows the unscreened figures")
     print(f"report: {path}")
     return 0
 
