@@ -143,9 +143,11 @@ def _env_flag(name: str) -> bool:
 
 def parse_args(argv: list[str] | None) -> AppConfig:
     env = os.environ
+    # Defaults from the environment stay strings: argparse converts them with the option's
+    # type, so a bad value gets a usage error naming the option, not a traceback.
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default=env.get("SRGAN_HOST", "127.0.0.1"), help="address to bind (SRGAN_HOST)")
-    parser.add_argument("--port", type=int, default=int(env.get("SRGAN_PORT", "7860")), help="port (SRGAN_PORT)")
+    parser.add_argument("--port", type=int, default=env.get("SRGAN_PORT", 7860), help="port (SRGAN_PORT)")
     parser.add_argument("--share", action=argparse.BooleanOptionalAction, default=_env_flag("SRGAN_SHARE"),
                         help="also open a public Gradio share link (SRGAN_SHARE; needs the internet)")
     parser.add_argument("--device", default=env.get("SRGAN_DEVICE", "cpu"), help="torch device: cpu or cuda")
@@ -157,12 +159,12 @@ def parse_args(argv: list[str] | None) -> AppConfig:
                         help="folder for the app's state (SRGAN_APP_DIR; default <repo>/var)")
     parser.add_argument("--admin-token", default=env.get("SRGAN_ADMIN_TOKEN"),
                         help="token that opens the results tab (SRGAN_ADMIN_TOKEN)")
-    parser.add_argument("--concurrency", type=int, default=int(env.get("SRGAN_CONCURRENCY", "1")),
+    parser.add_argument("--concurrency", type=int, default=env.get("SRGAN_CONCURRENCY", 1),
                         help="requests processed at once per event (SRGAN_CONCURRENCY; default 1)")
     parser.add_argument("--study", default=env.get("SURVEY_STUDY", "examples"),
                         help="the study the MOS tab serves (SURVEY_STUDY; default examples, made on first start)")
     parser.add_argument("--max-upload-mb", type=float,
-                        default=float(env.get("SRGAN_MAX_UPLOAD_MB", DEFAULT_MAX_UPLOAD_MB)),
+                        default=env.get("SRGAN_MAX_UPLOAD_MB", DEFAULT_MAX_UPLOAD_MB),
                         help=f"refuse larger uploads (SRGAN_MAX_UPLOAD_MB; default {DEFAULT_MAX_UPLOAD_MB:g})")
     parser.add_argument("--local-demo", action="store_true", default=_env_flag("SRGAN_LOCAL_DEMO"),
                         help="without an admin token, make a random one and print it (SRGAN_LOCAL_DEMO; "
@@ -178,6 +180,10 @@ def parse_args(argv: list[str] | None) -> AppConfig:
         token = token or secrets.token_urlsafe(24)
     if args.max_upload_mb <= 0:
         parser.error("--max-upload-mb must be positive")
+    if args.max_pixels is not None and args.max_pixels <= 0:
+        parser.error("--max-pixels must be positive")
+    if not 0 <= args.port <= 65535:  # 0: any free port
+        parser.error(f"--port {args.port}: must be from 0 to 65535")
     try:
         from survey.store import StudyError, check_study_name
 
@@ -219,9 +225,18 @@ def _check_study_exists(config: AppConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from survey.db import SchemaVersionError, display_url
+
     config = parse_args(argv)
-    _check_study_exists(config)
-    app = build_app(config)
+    try:
+        _check_study_exists(config)
+        app = build_app(config)
+    except SchemaVersionError as error:
+        sys.exit(f"error: {error}")
+    except SQLAlchemyError as error:  # unreachable server, bad URL: one line, not a traceback
+        sys.exit(f"error: the study database {display_url(config.study_db_url)} failed: {error}")
     launch(app, config)
     return 0
 

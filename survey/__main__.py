@@ -12,7 +12,9 @@ import sys
 from pathlib import Path
 
 from survey import store
-from survey.db import SchemaVersionError, default_app_dir, default_db_url, get_engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from survey.db import SchemaVersionError, default_app_dir, default_db_url, display_url, get_engine
 from survey.prepare import DEFAULT_STUDY, ensure_default_study
 
 
@@ -22,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", help="SQLAlchemy URL (default: env SURVEY_DB_URL or <app dir>/study.sqlite)")
     parser.add_argument("--app-dir", type=Path, default=None, help="app state folder (default: env SRGAN_APP_DIR or var/)")
     parser.add_argument("--host", default=os.environ.get("SRGAN_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("SRGAN_PORT", "7860")))
+    parser.add_argument("--port", type=int, default=os.environ.get("SRGAN_PORT", 7860))
     args = parser.parse_args(argv)
     app_dir = args.app_dir or default_app_dir()
     db_url = args.db or default_db_url(app_dir)
@@ -34,7 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     except (store.StudyError, SchemaVersionError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except SQLAlchemyError as error:  # unreachable server, bad URL: one line, not a traceback
+        print(f"error: the study database {display_url(db_url)} failed: {error}", file=sys.stderr)
+        return 2
 
+    # As app.py: no analytics or version check over the network.
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
 
     from survey.study_tab import build_study_tab

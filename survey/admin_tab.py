@@ -19,6 +19,7 @@ import gradio as gr
 import pandas as pd
 
 from survey import report, stats
+from survey.export import write_ratings_csv
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +54,6 @@ def _folder_name(study: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", study) or "all"
 
 
-def _write_ratings(ratings: pd.DataFrame, path: Path) -> Path:
-    try:
-        from survey.export import write_ratings_csv
-    except ImportError:
-        ratings.to_csv(path, index=False)
-        return path
-    return write_ratings_csv(ratings, path)
-
-
 def make_results(*, db_url: str, admin_token: str | None, out_dir: Path, token: str | None,
                  study: str | None, screening: bool = True, resamples: int = 2000) -> ResultsView:
     """Check the token, run the report on the database, and collect what the tab shows."""
@@ -84,7 +76,7 @@ def make_results(*, db_url: str, admin_token: str | None, out_dir: Path, token: 
                                   resamples=resamples, seed=0)
         command = f"results tab (study {study_name!r}, screening {'on' if screening else 'off'})"
         path = report.write_report(analysis, folder, command=command)
-        csv_path = _write_ratings(ratings, folder / f"ratings_{_folder_name(study_name)}.csv")
+        csv_path = write_ratings_csv(ratings, folder / f"ratings_{_folder_name(study_name)}.csv")
     except Exception:  # the admin gets a message; the details go to the server log
         log.exception("results report failed")
         return ResultsView(message="**The report failed** on this data; see the server log.")
@@ -106,7 +98,7 @@ def _study_choices(db_url: str) -> list[str]:
         from survey.db import get_engine
 
         return store.list_studies(get_engine(db_url))
-    except Exception:  # no database yet, or the survey layer is absent: type a name instead
+    except Exception:  # the database does not answer: type a name instead
         return []
 
 

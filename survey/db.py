@@ -29,6 +29,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    make_url,
     select,
 )
 from sqlalchemy.engine import Engine
@@ -216,6 +217,14 @@ def default_db_url(app_dir: Path | None = None) -> str:
     if url:
         return url
     return f"sqlite:///{(app_dir or default_app_dir()) / 'study.sqlite'}"
+
+
+def display_url(db_url: str) -> str:
+    """The URL with any password masked, for messages and logs."""
+    try:
+        return make_url(db_url).render_as_string(hide_password=True)
+    except Exception:  # not a URL at all: nothing to hide
+        return db_url
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from survey import store
@@ -32,6 +33,7 @@ from survey.db import (
     Study,
     default_app_dir,
     default_db_url,
+    display_url,
     get_engine,
 )
 
@@ -78,6 +80,10 @@ def ratings_frame(db_url: str, study: str | None = None) -> pd.DataFrame:
         store.check_study_name(study)
         query = query.where(Study.name == study)
     with Session(engine) as session:
+        if study is not None and session.scalar(select(Study.id).where(Study.name == study)) is None:
+            # A mistyped name must not look like a study without ratings.
+            raise store.StudyError(f"There is no study named {study!r}; studies: "
+                                   f"{', '.join(store.list_studies(engine)) or 'none'}.")
         rows = [tuple(r) for r in session.execute(query)]
     frame = pd.DataFrame(rows, columns=COLUMNS)
     frame["repeat"] = frame["repeat"].astype(bool).astype("int64") if len(frame) else frame["repeat"]
@@ -183,10 +189,12 @@ def import_ratings(db_url: str, df: pd.DataFrame, *, study: str) -> dict[str, in
                 rater = Rater(code=None, label=rater_labels[0])
                 session.add(rater)
                 session.flush()
-            if session.scalar(
+            if rater.code is not None or session.scalar(
                 select(RatingSession.id).where(RatingSession.rater_id == rater.id, RatingSession.study_id == study_row.id)
             ):
-                # One session per rater and study: a second one gets a fresh rater label.
+                # One session per rater and study: a second one gets a fresh rater label. So does
+                # a live rater (re-importing an export): tying them to imported ratings would
+                # make the study look finished to them, should they join it themselves.
                 rater = Rater(code=None, label=f"{rater_labels[0]}~{secrets.token_hex(3)}")
                 session.add(rater)
                 session.flush()
@@ -235,6 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     db_url = args.db or default_db_url(args.app_dir or default_app_dir())
     try:
         if args.command == "export":
+            if db_url.startswith("sqlite:///") and not Path(db_url.removeprefix("sqlite:///").split("?")[0]).is_file():
+                # Exporting must not create an empty database where none was.
+                raise store.StudyError(f"No study database at {db_url} (pass --db, or run the study first).")
             frame = ratings_frame(db_url, args.study)
             write_ratings_csv(frame, args.out)
             print(f"{len(frame)} ratings written to {args.out}")
@@ -244,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"{result['sessions_skipped']} session(s) already there, skipped")
     except (RatingsFileError, store.StudyError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except SQLAlchemyError as error:  # unreachable server, bad URL, locked file: no traceback
+        print(f"error: the study database {display_url(db_url)} failed: {error}", file=sys.stderr)
         return 2
     return 0
 

@@ -165,7 +165,10 @@ def prepare_from_outputs(
     folders = {p.name: p for p in sorted(outputs_dir.iterdir()) if p.is_dir()}
     wanted = methods if methods else list(folders)
     for name in wanted:
-        store.check_study_name(name)  # method names: the same safe alphabet
+        try:
+            store.check_study_name(name)  # method names: the same safe alphabet
+        except store.StudyError:
+            raise store.StudyError(f"Invalid method name {name!r}: use up to 64 letters, digits, '.', '-' or '_'.") from None
     engine = get_engine(db_url)
     store.ensure_study(engine, study, per_rater=per_rater, repeats=repeats, calibration_images=calibration_images)
     report = PrepareReport(study)

@@ -28,10 +28,9 @@ FIGURES = ("distributions.png", "mos_intervals.png", "ranks.png", "rater_bias.pn
 
 
 def default_db_url() -> str:
-    if os.environ.get("SURVEY_DB_URL"):
-        return os.environ["SURVEY_DB_URL"]
-    app_dir = Path(os.environ.get("SRGAN_APP_DIR", REPO / "var"))
-    return f"sqlite:///{app_dir / 'study.sqlite'}"
+    from survey.db import default_db_url as study_default  # one rule for every command
+
+    return study_default()
 
 
 def read_csv(path: str | Path) -> pd.DataFrame:
@@ -52,19 +51,20 @@ def read_csv(path: str | Path) -> pd.DataFrame:
 
 def read_db(db_url: str, study: str | None) -> pd.DataFrame:
     # Imported here: the survey app's database layer is optional for a CSV report.
+    from survey.db import display_url
     from survey.export import ratings_frame
 
     if db_url.startswith("sqlite:///") and db_url != "sqlite:///:memory:":
         # Reading must not create an empty database where none was.
         path = Path(db_url.removeprefix("sqlite:///").split("?")[0])
         if not path.is_file():
-            raise stats.RatingsError(f"cannot read ratings from {db_url}: no database file at "
+            raise stats.RatingsError(f"cannot read ratings from {display_url(db_url)}: no database file at "
                                      f"{path} (run the study first, or pass --csv)")
 
     try:
         frame = ratings_frame(db_url, study)
     except Exception as error:  # the database layer raises many kinds; the user needs the text
-        raise stats.RatingsError(f"cannot read ratings from {db_url}: {error}") from None
+        raise stats.RatingsError(f"cannot read ratings from {display_url(db_url)}: {error}") from None
     return stats.clean_ratings(frame)
 
 

@@ -199,15 +199,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--study", default="simulated")
     parser.add_argument("--out", type=Path, required=True, help="CSV file to write")
     args = parser.parse_args(argv)
+    # Usage errors, not tracebacks, for values the simulator cannot take.
+    if args.raters < 1 or args.images < 1:
+        parser.error("--raters and --images must be at least 1")
+    for name in ("outliers", "retest", "missing"):
+        if not 0 <= getattr(args, name) <= 1:
+            parser.error(f"--{name} is a share: from 0 to 1")
     df = simulate_study(
         n_raters=args.raters, n_images=args.images, seed=args.seed,
         outlier_share=args.outliers, retest_share=args.retest,
         missing_share=args.missing, study=args.study,
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     # mtime 0: the same seed gives the same bytes, also for a .gz file.
     compression = {"method": "gzip", "mtime": 0} if args.out.suffix == ".gz" else None
-    df.to_csv(args.out, index=False, compression=compression)
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        df.to_csv(args.out, index=False, compression=compression)
+    except OSError as error:
+        print(f"error: cannot write {args.out}: {error.strerror or error}", file=sys.stderr)
+        return 2
     print(f"wrote {len(df)} ratings to {args.out}")
     print("outlier raters: " + (", ".join(df.attrs["outliers"]) or "none"))
     print("true mean score per method (E of the rounded score over the population):")

@@ -303,7 +303,9 @@ def build_study_tab(*, db_url: str, app_dir: Path, study: str = "examples") -> N
     root.load(on_load, inputs=[page_state], outputs=outputs, **event_options)
     start_click = start_button.click(on_start, inputs=[code_box, consent_box, page_state], outputs=outputs, **event_options)
     start_click.then(None, inputs=[code_box], js=URL_JS)
-    code_box.submit(on_start, inputs=[code_box, consent_box, page_state], outputs=outputs, **event_options)
+    # Enter in the code box starts too, and must also put a new code in the address bar.
+    code_submit = code_box.submit(on_start, inputs=[code_box, consent_box, page_state], outputs=outputs, **event_options)
+    code_submit.then(None, inputs=[code_box], js=URL_JS)
     continue_button.click(on_continue, inputs=[page_state], outputs=outputs, **event_options)
     for score, button in zip(store.SCORE_LABELS, score_buttons):
         button.click(on_rate(score), inputs=[page_state], outputs=outputs, **event_options)

@@ -41,6 +41,21 @@ def test_options_come_from_arguments_then_environment(monkeypatch: pytest.Monkey
         app.parse_args(["--concurrency", "0"])
     with pytest.raises(SystemExit):
         app.parse_args(["--study", "../elsewhere"])
+    for bad in (["--max-pixels", "0"], ["--port", "70000"]):
+        with pytest.raises(SystemExit):
+            app.parse_args(bad)
+    # A bad environment value is a usage error naming the option, not a traceback.
+    monkeypatch.setenv("SRGAN_PORT", "eighty")
+    with pytest.raises(SystemExit):
+        app.parse_args([])
+
+
+def test_an_unreachable_study_database_is_one_clear_line(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exited:
+        app.main(["--db-url", "postgresql+psycopg://u:secretpw@127.0.0.1:1/x", "--study", "x",
+                  "--app-dir", str(tmp_path)])
+    message = str(exited.value.code)
+    assert message.startswith("error: the study database") and "secretpw" not in message
 
 
 def test_the_app_builds_in_process_with_named_endpoints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -150,6 +150,9 @@ def test_report_on_database(study_db: str, tmp_path: Path, capsys) -> None:
     missing = tmp_path / "none" / "x.sqlite"
     assert main("--db", f"sqlite:///{missing}", "--out", str(tmp_path / "o")) == 2
     assert "no database file at" in capsys.readouterr().err and not missing.exists()
+    # A mistyped study is named as such, not reported as a study without ratings.
+    assert main("--db", study_db, "--study", "pilto", "--out", str(tmp_path / "o")) == 2
+    assert "no study named 'pilto'" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
 def test_results_function_checks_the_token(study_db: str, tmp_path: Path) -> None:
@@ -165,7 +168,7 @@ def test_results_function_checks_the_token(study_db: str, tmp_path: Path) -> Non
     assert len(view.figures) == 4 and "## Rater screening" in view.markdown
     assert pd.read_csv(view.ratings_csv)["rater"].nunique() == 6
     other = make_results(admin_token="s3cret", token="s3cret", **{**common, "study": "nope"})
-    assert "No ratings in study 'nope'" in other.message
+    assert "no study named 'nope'" in other.message  # a mistyped name, not an empty study
 
 
 @pytest.fixture(scope="module")

@@ -72,3 +72,15 @@ def test_cli_writes_a_csv_the_report_reads(tmp_path: Path) -> None:
     assert "outlier raters: r" in result.stdout and "srgan" in result.stdout
     df = report.read_csv(out)
     assert df["rater"].nunique() == 4 and (df["repeat"] == 0).sum() == 4 * 3 * 5
+
+
+def test_cli_refuses_bad_values_without_a_traceback(tmp_path: Path, capsys) -> None:
+    from survey.simulate import main
+
+    for bad in (["--raters", "0"], ["--outliers", "2"], ["--missing", "-0.1"]):
+        with pytest.raises(SystemExit):
+            main([*bad, "--images", "3", "--out", str(tmp_path / "x.csv")])
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["--raters", "2", "--images", "2", "--out", str(blocker / "x.csv")]) == 2
+    assert "cannot write" in capsys.readouterr().err

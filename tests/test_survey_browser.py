@@ -117,6 +117,23 @@ def test_rater_calibrates_rates_by_click_and_key_and_resumes(server, chromium_pa
     assert list(frame["score"]) == given and frame["session"].nunique() == 1
 
 
+def test_enter_in_the_code_box_starts_and_puts_the_new_code_in_the_address(server, chromium_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.goto(server["url"])
+            page.locator("#study-consent input").check()
+            page.locator("#study-code textarea, #study-code input").first.press("Enter")
+            wait_progress(page, "Calibration example 1 of 2")
+            # The welcome says the address now ends with ?rater=CODE: it must.
+            expect(page).to_have_url(re.compile(r"[?&]rater=[A-Za-z0-9_-]{22,}"), timeout=20_000)
+        finally:
+            browser.close()
+
+
 def test_api_endpoints_drive_the_same_protocol(server):
     from gradio_client import Client
 

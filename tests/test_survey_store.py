@@ -298,6 +298,30 @@ def test_export_cli(db_url, engine, tmp_path, capsys):
     assert export.main(["--db", db_url, "export", "--study", study, "--out", str(out)]) == 0
     assert export.main(["--db", db_url, "import", "--csv", str(out), "--study", "copy"]) == 0
     assert len(export.ratings_frame(db_url, "copy")) == 1
+    with engine.connect() as connection:  # the imported session is not tied to the live rater
+        codes = connection.execute(
+            select(db.Rater.code).join(db.RatingSession, db.RatingSession.rater_id == db.Rater.id)
+            .join(db.Study, db.RatingSession.study_id == db.Study.id).where(db.Study.name == "copy")
+        ).scalars().all()
+    assert codes == [None]
     (tmp_path / "bad.csv").write_text("nonsense\n1\n")
     assert export.main(["--db", db_url, "import", "--csv", str(tmp_path / "bad.csv"), "--study", "copy"]) == 2
     assert "expected exactly the columns" in capsys.readouterr().err
+
+
+def test_export_cli_refuses_unknown_study_missing_file_and_dead_server(db_url, engine, tmp_path, capsys):
+    make_study(engine, name="real", n_images=1, methods=["hr"])
+    out = tmp_path / "r.csv"
+    # A mistyped study name is an error, not "0 ratings written".
+    assert export.main(["--db", db_url, "export", "--study", "reel", "--out", str(out)]) == 2
+    assert "no study named 'reel'" in capsys.readouterr().err and not out.exists()
+    with pytest.raises(store.StudyError, match="no study named"):
+        export.ratings_frame(db_url, "reel")
+    # A SQLite path with no database is refused, and no empty database is left behind.
+    missing = tmp_path / "nowhere.sqlite"
+    assert export.main(["--db", f"sqlite:///{missing}", "export", "--out", str(out)]) == 2
+    assert "No study database" in capsys.readouterr().err and not missing.exists()
+    # An unreachable server: a one-line error with the password masked, no traceback.
+    assert export.main(["--db", "postgresql+psycopg://u:secretpw@127.0.0.1:1/x", "export", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "secretpw" not in err and "Traceback" not in err
