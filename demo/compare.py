@@ -35,8 +35,9 @@ from srgan.weights import MissingWeightsError
 SCALE = 4
 MODES = ("Auto", "Treat as HR", "Treat as LR")
 AUTO_HR_MIN_SIDE = 256
-# Treating an image as HR needs an LR input of at least 4 px a side.
-MIN_HR_SIDE = 4 * SCALE
+# Treating an image as HR needs it scored: after the 4 px border crop of the metrics,
+# SSIM's 11x11 window must fit (20 - 8 = 12 px); its LR input is then 5 px or more a side.
+MIN_HR_SIDE = 20
 # LR inputs may use 1/4 of the input pixel limit: their outputs have 16x the pixels.
 LR_PIXEL_DIVISOR = 4
 
@@ -130,8 +131,8 @@ def _choose_mode(size: tuple[int, int], requested: str) -> tuple[str, str]:
     if requested == "Treat as HR":
         if min(width, height) < MIN_HR_SIDE:
             raise CompareError(
-                f"The image is {width}x{height}: too small to treat as HR (its 4x-downscaled "
-                f"input would be under 4 px a side). Treat it as LR, or use a larger image."
+                f"The image is {width}x{height}: too small to treat as HR (it must be at least "
+                f"{MIN_HR_SIDE} px a side to be scored). Treat it as LR, or use a larger image."
             )
         return "hr", "Treated as HR (you chose it): downscaled 4x, then super-resolved and scored against it."
     if requested == "Treat as LR":

@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from srgan.inference import parse_device, tiled_forward
 from srgan.models import Discriminator, SRResNet
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -119,24 +120,6 @@ class InferenceSetting:
         if self.compiled:
             parts.append("compiled")
         return ", ".join(parts)
-
-
-def tiled_forward(generator: nn.Module, lr: Tensor, *, tile: int | None, overlap: int = 16) -> Tensor:
-    """The generator over ``tile`` x ``tile`` LR tiles with ``overlap`` context, like
-    ``srgan.inference.upscale_tensor`` (kept here so memory format and dtype can vary)."""
-    n, _, h, w = lr.shape
-    if tile is None or (h <= tile and w <= tile):
-        return generator(lr)
-    s = 4
-    out = lr.new_empty((n, 3, h * s, w * s))
-    for y0 in range(0, h, tile):
-        y1, py0, py1 = min(y0 + tile, h), max(y0 - overlap, 0), min(y0 + tile + overlap, h)
-        for x0 in range(0, w, tile):
-            x1, px0, px1 = min(x0 + tile, w), max(x0 - overlap, 0), min(x0 + tile + overlap, w)
-            sr = generator(lr[:, :, py0:py1, px0:px1])
-            oy, ox = (y0 - py0) * s, (x0 - px0) * s
-            out[:, :, y0 * s : y1 * s, x0 * s : x1 * s] = sr[:, :, oy : oy + (y1 - y0) * s, ox : ox + (x1 - x0) * s]
-    return out
 
 
 def make_runner(generator: nn.Module, lr: Tensor, setting: InferenceSetting) -> Callable[[], Tensor]:
@@ -235,9 +218,7 @@ def run_bench(args: argparse.Namespace) -> str:
     from srgan.imresize import imresize
     from srgan.train import git_commit
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {device}: no CUDA device is available")
+    device = parse_device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.threads:
         torch.set_num_threads(args.threads)
     cuda = device.type == "cuda"
@@ -346,9 +327,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--print-only", action="store_true", help="print the section, write nothing")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    for name in ("repeats", "batch_size", "threads"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
     try:
         section = run_bench(args)
-    except RuntimeError as exc:
+    except (RuntimeError, ValueError) as exc:  # ValueError: parse_device's refusal of --device
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(section)

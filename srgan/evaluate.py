@@ -25,7 +25,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .images import pil_to_tensor, tensor_to_array
-from .inference import Upscaler, bicubic_upscale_tensor
+from .inference import Upscaler, bicubic_upscale_tensor, parse_device
 from .metrics import psnr_y, ssim_y
 from .weights import METHOD_WEIGHTS, is_available
 
@@ -223,6 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-figure", action="store_true", help="skip results/comparison.png")
     args = parser.parse_args(argv)
 
+    if args.limit is not None and args.limit < 1:
+        parser.error("--limit must be at least 1")
+    try:
+        parse_device(args.device)
+    except ValueError as exc:
+        parser.error(str(exc))
     benchmarks = args.data or default_benchmarks()
     if not benchmarks.is_dir():
         print(f"error: benchmark data not found at {benchmarks} (pass --data or set SRGAN_SHARED_DATA)", file=sys.stderr)
@@ -231,10 +237,16 @@ def main(argv: list[str] | None = None) -> int:
     missing = [w for w in METHOD_WEIGHTS.values() if not is_available(w)]
     note = ("Rows for " + ", ".join(missing) + " are absent: their trained weights are not in the package yet."
             if missing else "All rows use the weights shipped in `srgan/weights/`.")
+    if args.limit:  # a quick check must not pass for the full table (it is written to results/ too)
+        note += f"\n\n**Partial run: only the first {args.limit} images of each set** (`--limit {args.limit}`)."
     start = time.perf_counter()
     images: dict = {}
-    scores = evaluate(benchmarks, methods=methods, sets=tuple(args.sets), device=args.device, limit=args.limit,
-                      with_niqe=not args.no_niqe, keep_images=None if args.no_figure else images)
+    try:
+        scores = evaluate(benchmarks, methods=methods, sets=tuple(args.sets), device=args.device, limit=args.limit,
+                          with_niqe=not args.no_niqe, keep_images=None if args.no_figure else images)
+    except (OSError, ValueError) as exc:  # a set without HR images, an unreadable or mis-sized image
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     table = summarise(scores)
     path = write_tables(table, methods, tuple(args.sets), args.out, note=note)
     with open(args.out / "benchmark_per_image.csv", "w", newline="") as f:

@@ -48,7 +48,8 @@ def load_model(name: str | None, *, random: bool, num_blocks: int = 16) -> SRRes
     try:
         return weights.load_generator(name or "srresnet_x4")
     except (weights.MissingWeightsError, KeyError) as exc:
-        raise ExportError(f"{exc} (use --random to export an untrained generator)") from None
+        message = exc.args[0] if isinstance(exc, KeyError) else exc  # str(KeyError) adds quotes
+        raise ExportError(f"{message} (use --random to export an untrained generator)") from None
 
 
 def export_onnx(generator: SRResNet, path: Path, *, opset: int = 17, sample_size: int = 24) -> Path:
@@ -95,9 +96,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--opset", type=int, default=17)
     parser.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
     args = parser.parse_args(argv)
+    if args.opset < 9:  # older opsets give graphs onnxruntime rejects (checked down to 9)
+        parser.error(f"--opset must be at least 9, got {args.opset}")
     try:
         generator = load_model(args.model, random=args.random, num_blocks=args.num_blocks)
-        path = export_onnx(generator, args.out, opset=args.opset)
+        try:
+            path = export_onnx(generator, args.out, opset=args.opset)
+        except (OSError, RuntimeError) as exc:  # unwritable path; an opset this torch can't write
+            raise ExportError(f"{args.out}: {exc}") from None
         print(f"wrote {path}")
         if not args.no_check:
             lr = torch.rand(1, 3, 20, 28, generator=torch.Generator().manual_seed(0))

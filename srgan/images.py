@@ -39,6 +39,11 @@ def default_max_pixels() -> int:
         raise ImageError(f"SRGAN_MAX_PIXELS must be a number of pixels, got {value!r}") from None
 
 
+def _pixel_count(pixels: int) -> str:
+    # Megapixels to one decimal hide small limits ("0.0 megapixels"): count those in pixels.
+    return f"{pixels / 1e6:.1f} megapixels" if pixels >= 100_000 else f"{pixels:,} pixels"
+
+
 def _open(source: str | Path | bytes, max_bytes: int) -> Image.Image:
     if isinstance(source, (bytes, bytearray)):
         data = bytes(source)
@@ -109,8 +114,8 @@ def load_image(
     width, height = image.size
     if width * height > limit:
         raise ImageError(
-            f"{name} is {width}x{height} = {width * height / 1e6:.1f} megapixels; "
-            f"the limit is {limit / 1e6:.1f} megapixels (crop or shrink it first)"
+            f"{name} is {width}x{height} = {_pixel_count(width * height)}; "
+            f"the limit is {_pixel_count(limit)} (crop or shrink it first)"
         )
     if min(width, height) < MIN_SIDE:
         raise ImageError(f"{name} is {width}x{height}; it must be at least {MIN_SIDE}x{MIN_SIDE} pixels")

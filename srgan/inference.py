@@ -15,7 +15,7 @@ from contextlib import nullcontext
 
 import torch
 from PIL import Image
-from torch import Tensor
+from torch import Tensor, nn
 
 from .images import crop_to_multiple, pil_to_tensor, tensor_to_pil
 from .imresize import imresize
@@ -32,10 +32,47 @@ METHODS = ("nearest", "bicubic", "srresnet", "srgan")
 SCALE = 4
 
 
+def parse_device(name: str | torch.device) -> torch.device:
+    """A torch device from a user's option; ValueError (a message for the user) when it is not
+    a device name or names a CUDA device this machine lacks, instead of a failure at first use."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {name}: not a device (cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA device is available")
+    return device
+
+
 def _autocast(device: torch.device, half: bool):
     if half and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.float16)
     return nullcontext()
+
+
+def tiled_forward(generator: nn.Module, lr: Tensor, *, tile: int | None, overlap: int = 16) -> Tensor:
+    """The generator's raw output (HR in [-1, 1]) over ``tile`` x ``tile`` LR tiles, each with
+    ``overlap`` LR pixels of context; ``tile=None`` runs the whole image at once. Tiled output
+    is stored in ``lr``'s dtype. Shared by ``upscale_tensor`` and the benchmark (srgan.bench)."""
+    if tile is not None and tile < 1:  # range() with a step < 1 would cut no tiles: a blank output
+        raise ValueError(f"tile must be a positive number of LR pixels or None, got {tile}")
+    if overlap < 0:
+        raise ValueError(f"overlap must be >= 0, got {overlap}")
+    n, _, h, w = lr.shape
+    if tile is None or (h <= tile and w <= tile):
+        return generator(lr)
+    s = generator.scale
+    out = lr.new_empty((n, 3, h * s, w * s))
+    for y0 in range(0, h, tile):
+        y1 = min(y0 + tile, h)
+        py0, py1 = max(y0 - overlap, 0), min(y1 + overlap, h)
+        for x0 in range(0, w, tile):
+            x1 = min(x0 + tile, w)
+            px0, px1 = max(x0 - overlap, 0), min(x1 + overlap, w)
+            sr = generator(lr[:, :, py0:py1, px0:px1])
+            oy, ox = (y0 - py0) * s, (x0 - px0) * s
+            out[:, :, y0 * s:y1 * s, x0 * s:x1 * s] = sr[:, :, oy:oy + (y1 - y0) * s, ox:ox + (x1 - x0) * s]
+    return out
 
 
 @torch.inference_mode()
@@ -49,22 +86,8 @@ def upscale_tensor(
     device = next(generator.parameters()).device
     # channels_last is faster for these convs on CPU (oneDNN) and GPU alike (results/performance.md).
     lr = lr.to(device=device, dtype=torch.float32).contiguous(memory_format=torch.channels_last)
-    n, _, h, w = lr.shape
-    s = generator.scale
     with _autocast(device, half):
-        if tile is None or (h <= tile and w <= tile):
-            return to_unit_range(generator(lr).float())
-        out = lr.new_empty((n, 3, h * s, w * s), dtype=torch.float32)
-        for y0 in range(0, h, tile):
-            y1 = min(y0 + tile, h)
-            py0, py1 = max(y0 - overlap, 0), min(y1 + overlap, h)
-            for x0 in range(0, w, tile):
-                x1 = min(x0 + tile, w)
-                px0, px1 = max(x0 - overlap, 0), min(x1 + overlap, w)
-                sr = generator(lr[:, :, py0:py1, px0:px1]).float()
-                oy, ox = (y0 - py0) * s, (x0 - px0) * s
-                out[:, :, y0 * s:y1 * s, x0 * s:x1 * s] = sr[:, :, oy:oy + (y1 - y0) * s, ox:ox + (x1 - x0) * s]
-        return to_unit_range(out)
+        return to_unit_range(tiled_forward(generator, lr, tile=tile, overlap=overlap).float())
 
 
 def bicubic_upscale_tensor(lr: Tensor, *, scale: int = SCALE) -> Tensor:

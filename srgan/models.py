@@ -12,7 +12,6 @@ returns one logit per image (the loss applies the sigmoid).
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 

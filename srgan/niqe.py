@@ -399,13 +399,6 @@ def fit_pristine_model(
 # ---------------------------------------------------------------- CLI
 
 
-def default_train_folder() -> Path:
-    shared = os.environ.get("SRGAN_SHARED_DATA")
-    if shared:
-        return Path(shared) / "train"
-    return Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "train"
-
-
 def _display_path(path: Path) -> str:
     """The path relative to the repository when it can be (no home folders in the npz)."""
     repo = Path(__file__).resolve().parent.parent
@@ -416,6 +409,8 @@ def _display_path(path: Path) -> str:
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
+    from srgan.data import default_train_folder  # the training photos are NIQE's pristine set
+
     folder = Path(args.data) if args.data else default_train_folder()
     if not folder.is_dir():
         print(f"error: training photos not found at {folder} (give --data or set SRGAN_SHARED_DATA)", file=sys.stderr)
@@ -448,7 +443,9 @@ def _cmd_score(args: argparse.Namespace) -> int:
             image = np.asarray(load_image(name).convert("RGB"))
             print(f"{niqe(image, model=model):.4f}\t{name}")
         except (ImageError, ValueError, OSError) as err:
-            print(f"error: {name}: {err}", file=sys.stderr)
+            # load_image's messages may already start with the file's name: say it once.
+            message = str(err).removeprefix(f"{Path(name).name}: ")
+            print(f"error: {name}: {message}", file=sys.stderr)
             status = 1
     return status
 

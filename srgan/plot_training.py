@@ -16,15 +16,21 @@ LOSS_COLUMNS = ("loss_g", "loss_mse", "loss_vgg22", "loss_vgg54", "loss_gan", "l
 def read_log(path: Path) -> dict[str, list[tuple[int, float]]]:
     """Each non-empty numeric column of a log.csv as (patches_seen, value) pairs."""
     series: dict[str, list[tuple[int, float]]] = {}
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or "patches_seen" not in reader.fieldnames:
-            raise ValueError(f"{path} is not a training log (no patches_seen column)")
-        for row in reader:
-            patches = int(row["patches_seen"])
-            for column in (*LOSS_COLUMNS, "val_psnr"):
-                if row.get(column):
-                    series.setdefault(column, []).append((patches, float(row[column])))
+    try:
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or "patches_seen" not in reader.fieldnames:
+                raise ValueError(f"{path} is not a training log (no patches_seen column)")
+            for row in reader:
+                try:
+                    patches = int(row["patches_seen"])
+                    for column in (*LOSS_COLUMNS, "val_psnr"):
+                        if row.get(column):
+                            series.setdefault(column, []).append((patches, float(row[column])))
+                except (TypeError, ValueError):  # a cut-off last line, a hand-edited cell
+                    raise ValueError(f"{path}, line {reader.line_num}: not a row of numbers") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a training log (not a text file)") from None
     return series
 
 

@@ -59,6 +59,7 @@ from srgan.losses import (
     parse_loss_spec,
 )
 from srgan.models import Discriminator, SRResNet, to_unit_range
+from srgan.vgg import MissingVGGWeightsError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -156,8 +157,17 @@ def resolve_options(args: argparse.Namespace, *, world_size: int = 1) -> argpars
         raise TrainingSetupError("--iterations/--patches must be positive")
     if not 0.0 <= args.ema < 1.0:
         raise TrainingSetupError("--ema must be in [0, 1)")
+    if args.install and set(args.loss_spec.terms) != set(parse_loss_spec(defaults["loss"]).terms):
+        # The named weights are the paper's models (srgan.weights.WEIGHTS); a Table 1 variant
+        # installed under that name would be shown and scored as the paper's model.
+        raise TrainingSetupError(f"--install writes the named {args.stage}_x4 weights, which are the "
+                                 f"paper's {defaults['loss']} model; this run's loss is {args.loss}")
     if args.out is None:
         args.out = REPO_ROOT / "runs" / f"{args.stage}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    elif not args.resume and (args.out / "checkpoint.pt").is_file():
+        # Starting afresh there would overwrite the checkpoint and mix two runs in log.csv.
+        raise TrainingSetupError(f"{args.out} already holds a run: pass --resume to continue it, "
+                                 "or choose another --out")
     return args
 
 
@@ -628,7 +638,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except (TrainingSetupError, TrainingDataError, LossSpecError) as exc:
+    except (TrainingSetupError, TrainingDataError, LossSpecError, MissingVGGWeightsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

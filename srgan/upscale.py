@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from .images import ImageError, load_image
-from .inference import METHODS, Upscaler
+from .inference import METHODS, Upscaler, parse_device
 from .weights import MissingWeightsError
 
 
@@ -26,18 +26,30 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.alpha is not None and not 0 <= args.alpha <= 1:
         parser.error("--alpha must be between 0 and 1")
+    if args.alpha is not None and args.model not in ("srresnet", "srgan"):
+        parser.error(f"--alpha blends the two networks; it does not apply to --model {args.model}")
+    if args.tile < 0:
+        parser.error("--tile must be a positive number of LR pixels, or 0 for no tiling")
+    try:
+        device = parse_device(args.device)
+    except ValueError as exc:
+        parser.error(str(exc))
     try:
         image = load_image(args.input, max_pixels=args.max_pixels)
-        upscaler = Upscaler(device=args.device, tile=args.tile or None)
+        upscaler = Upscaler(device=device, tile=args.tile or None)
         start = time.perf_counter()
         result = upscaler.upscale(image, args.model, alpha=args.alpha)
         elapsed = time.perf_counter() - start
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        result.save(args.output)
     except (ImageError, MissingWeightsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (OSError, ValueError, RuntimeError) as exc:
+    except RuntimeError as exc:  # weights that don't fit the network, out of (GPU) memory
+        print("error: " + " ".join(line.strip() for line in str(exc).splitlines()[:2]), file=sys.stderr)
+        return 2
+    try:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        result.save(args.output)
+    except (OSError, ValueError) as exc:  # unknown extension, RGBA as JPEG, unwritable folder
         print(f"error: {args.output}: {exc}", file=sys.stderr)
         return 2
     print(f"{args.input} {image.width}x{image.height} -> {args.output} {result.width}x{result.height} "

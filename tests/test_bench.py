@@ -14,9 +14,9 @@ from srgan.bench import (
     generator_flops,
     median_seconds,
     replace_section,
-    tiled_forward,
     training_patches_per_s,
 )
+from srgan.inference import tiled_forward
 from srgan.models import SRResNet
 
 

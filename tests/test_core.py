@@ -181,6 +181,11 @@ def test_load_image_refuses_bad_input(data, message):
         load_image(data, max_pixels=1_000_000)
 
 
+def test_small_pixel_limits_are_spelled_in_pixels():
+    with pytest.raises(ImageError, match=r"10x10 = 100 pixels; the limit is 50 pixels"):
+        load_image(_png(Image.new("RGB", (10, 10))), max_pixels=50)
+
+
 # --- weights and inference ----------------------------------------------------
 
 @pytest.fixture
@@ -227,6 +232,14 @@ def test_tiled_equals_untiled():
     assert (whole - tiled).abs().max() < 1e-3
 
 
+def test_tile_below_one_is_refused():
+    # range(0, h, tile) with tile < 1 cuts no tiles: the output used to be the blank buffer.
+    g = srresnet_x4().eval()
+    for tile in (0, -3):
+        with pytest.raises(ValueError, match="tile"):
+            upscale_tensor(g, torch.rand(1, 3, 12, 12), tile=tile)
+
+
 @pytest.mark.slow
 def test_tiled_equals_untiled_256():
     # The figure: a 256 px image cut in 64 px tiles.
@@ -265,6 +278,37 @@ def test_upscale_cli(tmp_path, random_weights):
     fail = subprocess.run([sys.executable, "-m", "srgan.upscale", str(bad), str(tmp_path / "o.png")],
                           cwd=ROOT, capture_output=True, text=True)
     assert fail.returncode == 2 and "not an image" in fail.stderr and "Traceback" not in fail.stderr
+    # Bad options are named as such, not blamed on the output file.
+    for extra, message in ((["--tile", "-3"], "--tile"), (["--device", "foo"], "--device foo"),
+                           (["--model", "bicubic", "--alpha", "0.5"], "--alpha"),
+                           (["--device", "cuda:0"], "--device cuda:0")):
+        if extra[-1] == "cuda:0" and torch.cuda.is_available():
+            continue
+        run = subprocess.run([sys.executable, "-m", "srgan.upscale", str(src), str(tmp_path / "o.png"), *extra],
+                             cwd=ROOT, capture_output=True, text=True)
+        assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr, run.stderr
+        assert "o.png" not in run.stderr and not (tmp_path / "o.png").exists()
+    unwritable = subprocess.run([sys.executable, "-m", "srgan.upscale", str(src), str(tmp_path / "o.xyz"),
+                                 "--model", "bicubic"], cwd=ROOT, capture_output=True, text=True)
+    assert unwritable.returncode == 2 and "o.xyz" in unwritable.stderr and "Traceback" not in unwritable.stderr
+
+
+def test_evaluate_bad_data_and_device_are_clear_errors(tmp_path):
+    (tmp_path / "Set5" / "HR").mkdir(parents=True)
+    (tmp_path / "Set5" / "HR" / "broken.png").write_bytes(b"not a png")
+
+    def evaluate(*extra):
+        return subprocess.run([sys.executable, "-m", "srgan.evaluate", "--sets", "Set5", "--no-niqe", "--no-figure",
+                               "--out", str(tmp_path / "out"), *extra], cwd=ROOT, capture_output=True, text=True)
+
+    broken = evaluate("--data", str(tmp_path))
+    assert broken.returncode == 2 and "broken.png" in broken.stderr and "Traceback" not in broken.stderr
+    empty = evaluate("--data", str(tmp_path), "--sets", "Set14")
+    assert empty.returncode == 2 and "no HR images" in empty.stderr and "Traceback" not in empty.stderr
+    if not torch.cuda.is_available():
+        no_gpu = evaluate("--device", "cuda")
+        assert no_gpu.returncode == 2 and "no CUDA device" in no_gpu.stderr and "Traceback" not in no_gpu.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_evaluate_command_writes_tables_and_figure(benchmarks, tmp_path, random_weights):
@@ -278,6 +322,7 @@ def test_evaluate_command_writes_tables_and_figure(benchmarks, tmp_path, random_
     for row in ("| Bicubic |", "| SRResNet |", "| SRGAN |", "NIQE", "| HR |"):
         assert row in table
     assert "32.05 / 0.9019" in table  # the paper's figure beside ours
+    assert "Partial run: only the first 2 images" in table  # --limit never passes for the full table
     assert Image.open(out / "comparison.png").size[0] > 400
     missing = subprocess.run([sys.executable, "-m", "srgan.evaluate", "--data", str(tmp_path / "nowhere")],
                              cwd=ROOT, capture_output=True, text=True)

@@ -12,6 +12,7 @@ from PIL import Image
 
 from demo.compare import (
     AUTO_HR_MIN_SIDE,
+    MIN_HR_SIDE,
     CompareError,
     choose_mode,
     compare,
@@ -96,6 +97,15 @@ def test_hr_mode_scores_every_method_against_the_original(weights_dir: Path, ups
     assert comparison.results["bicubic"].psnr > comparison.results["srresnet"].psnr
     rows = metrics_rows(comparison)
     assert [row[0] for row in rows] == ["Bicubic", "SRResNet", "SRGAN", "HR (original)"]
+
+
+def test_smallest_hr_image_is_scored_and_a_smaller_one_refused(weights_dir: Path, upscaler: Upscaler) -> None:
+    # A 16-19 px side used to pass the check and then crash in SSIM (8 px left after the border).
+    smallest = photo(MIN_HR_SIDE)
+    comparison = compare(smallest, upscaler=upscaler, mode="Treat as HR", with_niqe=False)
+    assert all(r.ssim is not None for r in comparison.results.values())
+    with pytest.raises(CompareError, match="too small to treat as HR"):
+        compare(photo(MIN_HR_SIDE - 1), upscaler=upscaler, mode="Treat as HR", with_niqe=False)
 
 
 def test_lr_mode_upscales_without_reference(weights_dir: Path, upscaler: Upscaler) -> None:

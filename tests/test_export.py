@@ -30,3 +30,12 @@ def test_export_without_weights_is_a_clear_error(tmp_path: Path, monkeypatch: py
     assert main(["--format", "onnx", str(tmp_path / "x.onnx"), "--model", "srgan_x4"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "--random" in err and "Traceback" not in err
+
+
+def test_export_bad_options_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--model", "nope", str(tmp_path / "x.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown weights 'nope'")  # no stray quotes from KeyError
+    with pytest.raises(SystemExit):  # opsets this old give graphs onnxruntime rejects
+        main(["--random", "--opset", "5", str(tmp_path / "x.onnx")])
+    assert "--opset must be at least 9" in capsys.readouterr().err

