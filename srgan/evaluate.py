@@ -25,7 +25,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from .images import pil_to_tensor, tensor_to_array
-from .inference import Upscaler, bicubic_upscale_tensor, parse_device
+from .imresize import imresize
+from .inference import Upscaler, bicubic_upscale_tensor, parse_device, upscale_tensor
 from .metrics import psnr_y, ssim_y
 from .weights import METHOD_WEIGHTS, is_available
 
@@ -73,8 +74,6 @@ def load_pair(dataset_dir: Path, name: str) -> tuple[np.ndarray, torch.Tensor]:
     if lr_path.is_file():
         lr = pil_to_tensor(Image.fromarray(read_uint8(lr_path)))
     else:
-        from .imresize import imresize
-
         lr = imresize(pil_to_tensor(Image.fromarray(hr)), scale=1 / 4).clamp(0, 1)
         lr = lr.mul(255).round().div(255)
     h, w = hr.shape[:2]
@@ -89,8 +88,6 @@ def super_resolve(method: str, lr: torch.Tensor, upscaler: Upscaler) -> np.ndarr
         return tensor_to_array(out)
     if method == "bicubic":
         return tensor_to_array(bicubic_upscale_tensor(lr))
-    from .inference import upscale_tensor
-
     return tensor_to_array(upscale_tensor(upscaler.generator(method), lr, tile=upscaler.tile))
 
 
