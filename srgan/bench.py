@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import statistics
 import sys
 import time
@@ -165,12 +164,15 @@ def candidate_settings(device: torch.device, *, compile_: bool) -> list[Inferenc
 
 
 def training_patches_per_s(stage: str, device: torch.device, *, batch_size: int, patch: int,
-                           warmup: int, repeats: int, compile_: bool) -> float:
+                           warmup: int, repeats: int, compile_: bool, bf16: bool = False,
+                           channels_last: bool = True) -> float:
+    """Patches/s of one ``srgan.train`` step: fp32, or with ``bf16`` the trainer's bf16 autocast;
+    channels_last by default, as the trainer."""
     from srgan.losses import GeneratorLoss
     from srgan.train import StepModels, training_step
 
     cuda = device.type == "cuda"
-    memory_format = torch.channels_last if cuda else torch.contiguous_format
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     torch.manual_seed(0)
     generator = SRResNet().to(device).to(memory_format=memory_format).train()
     adam = {"betas": (0.9, 0.999), "fused": True} if cuda else {"betas": (0.9, 0.999)}
@@ -185,10 +187,16 @@ def training_patches_per_s(stage: str, device: torch.device, *, batch_size: int,
     # Data on the device, as in training (cutting and degrading is timed with the step).
     lr = torch.rand(batch_size, 3, patch // 4, patch // 4, device=device).contiguous(memory_format=memory_format)
     hr = (torch.rand(batch_size, 3, patch, patch, device=device) * 2 - 1).contiguous(memory_format=memory_format)
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else nullcontext
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
     seconds = median_seconds(lambda: training_step(models, lr, hr, autocast=autocast), device=device,
                              warmup=warmup, repeats=repeats)
     return batch_size / seconds
+
+
+def srresnet_step_flops(patch: int = 96) -> float:
+    """Conv FLOPs of one SRResNet training step per HR patch: forward plus a backward of twice
+    the forward (gradients for inputs and for weights)."""
+    return 3 * generator_flops(SRResNet(), patch // 4, patch // 4)
 
 
 # ----------------------------------------------------------------------------- report
@@ -197,7 +205,9 @@ def training_patches_per_s(stage: str, device: torch.device, *, batch_size: int,
 def device_label(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
+    from srgan.train import cpu_model_name
+
+    return f"CPU {cpu_model_name()}, {torch.get_num_threads()} torch threads"
 
 
 def replace_section(path: Path, section: str) -> None:
@@ -237,8 +247,13 @@ def run_bench(args: argparse.Namespace) -> str:
         "",
     ]
 
+    from srgan.train import bf16_supported
+
     size = 8192 if cuda else 2048
+    bf16 = bf16_supported(device)
     peak = {"float32": matmul_gflops(device, dtype=torch.float32, size=size, repeats=max(repeats, 5))}
+    if bf16:
+        peak["bfloat16"] = matmul_gflops(device, dtype=torch.bfloat16, size=size, repeats=max(repeats, 5))
     if cuda:
         peak["bfloat16"] = matmul_gflops(device, dtype=torch.bfloat16, size=size, repeats=repeats)
         peak["float16"] = matmul_gflops(device, dtype=torch.float16, size=size, repeats=repeats)
@@ -299,19 +314,36 @@ def run_bench(args: argparse.Namespace) -> str:
                      "(timed separately when its trained weights exist or without --quick).")
     lines.append("")
 
-    batch = args.batch_size or (4 if not cuda else 16)
+    batch = args.batch_size or 16
     train_repeats = 3 if args.quick else 10
+    # (precision, bf16, channels_last); the first row is the baseline of the "vs" column.
+    settings = [("fp32", False, False), ("fp32", False, True)] + ([("bf16 autocast", True, True)] if bf16 else [])
     lines += ["### Training throughput (one optimizer step per batch, data already on the device)", "",
-              "| stage | loss | batch x patch | patches/s |", "|---|---|---|---|"]
-    rates = {}
+              "| stage | loss | precision | memory format | batch x patch | patches/s | vs fp32 contiguous "
+              "| of matmul peak |",
+              "|---|---|---|---|---|---|---|---|"]
+    rates: dict[tuple[str, str, bool], float] = {}
+    step_flops = srresnet_step_flops(96)
     for stage, loss in (("srresnet", "1*MSE"), ("srgan", "1*VGG54+1e-3*GAN")):
-        rates[stage] = training_patches_per_s(stage, device, batch_size=batch, patch=96, warmup=1,
-                                              repeats=train_repeats, compile_=args.compile and cuda)
-        lines.append(f"| {stage} | {loss} | {batch} x 96x96 | {rates[stage]:.1f} |")
-        log(f"train {stage}: {rates[stage]:.1f} patches/s")
-    hours = (16 * 1_000_000 / rates["srresnet"] + 16 * 200_000 / rates["srgan"]) / 3600
-    lines += ["", f"At these rates the paper's schedule (SRResNet 10^6 steps, SRGAN 2x10^5 steps, "
-                  f"batch 16) would take about {hours:,.0f} h on this device.", ""]
+        for precision, use_bf16, channels_last in settings:
+            rate = training_patches_per_s(stage, device, batch_size=batch, patch=96, warmup=1,
+                                          repeats=train_repeats, compile_=args.compile and cuda,
+                                          bf16=use_bf16, channels_last=channels_last)
+            rates[stage, precision, channels_last] = rate
+            ratio = rate / rates[stage, "fp32", False]
+            # Share of the peak only where the step is all generator convs (SRGAN adds VGG and D).
+            share = "-"
+            if stage == "srresnet":
+                share = f"{rate * step_flops / 1e9 / peak['bfloat16' if use_bf16 else 'float32']:.0%}"
+            layout = "channels_last" if channels_last else "contiguous"
+            lines.append(f"| {stage} | {loss} | {precision} | {layout} | {batch} x 96x96 | {rate:.1f} "
+                         f"| {ratio:.2f}x | {share} |")
+            log(f"train {stage} {precision} {layout}: {rate:.1f} patches/s")
+    fastest = settings[-1][0]
+    hours = (16 * 1_000_000 / rates["srresnet", fastest, True] + 16 * 200_000 / rates["srgan", fastest, True]) / 3600
+    lines += ["", f"SRResNet's step is {step_flops / 1e9:.2f} GFLOP per 96x96 patch (forward and backward). "
+                  f"`python -m srgan.train` uses {fastest}, channels_last on this device. At its rates the paper's schedule "
+                  f"(SRResNet 10^6 steps, SRGAN 2x10^5 steps, batch 16) would take about {hours:,.0f} h here.", ""]
     return "\n".join(lines)
 
 

@@ -1,6 +1,9 @@
-"""Plot a training log: losses and validation PSNR against patches seen.
+"""Plot a training log: losses, learning rate and validation PSNR against patches seen.
 
-    python -m srgan.plot_training runs/srresnet-.../log.csv training.png
+    python -m srgan.plot_training runs/srresnet-.../log.csv training.png [--title "..."]
+
+Also prints the validation PSNR's slope over the last ``--slope-window`` patches (dB per
+100,000 patches): how fast the run was still improving when it stopped.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ def read_log(path: Path) -> dict[str, list[tuple[int, float]]]:
             for row in reader:
                 try:
                     patches = int(row["patches_seen"])
-                    for column in (*LOSS_COLUMNS, "val_psnr"):
+                    for column in (*LOSS_COLUMNS, "lr", "val_psnr"):
                         if row.get(column):
                             series.setdefault(column, []).append((patches, float(row[column])))
                 except (TypeError, ValueError):  # a cut-off last line, a hand-edited cell
@@ -34,7 +37,24 @@ def read_log(path: Path) -> dict[str, list[tuple[int, float]]]:
     return series
 
 
-def plot_log(log_path: Path, out_path: Path) -> Path:
+def end_slope(points: list[tuple[int, float]], *, window: int) -> float | None:
+    """Least-squares slope (per patch) of the points within ``window`` patches of the last one;
+    None with fewer than two such points."""
+    if not points:
+        return None
+    last = points[-1][0]
+    recent = [(x, y) for x, y in points if x >= last - window]
+    if len(recent) < 2:
+        return None
+    xs, ys = zip(*recent, strict=True)
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    var = sum((x - mean_x) ** 2 for x in xs)
+    if var == 0:
+        return None
+    return sum((x - mean_x) * (y - mean_y) for x, y in recent) / var
+
+
+def plot_log(log_path: Path, out_path: Path, *, title: str | None = None) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -55,10 +75,16 @@ def plot_log(log_path: Path, out_path: Path) -> Path:
     if "val_psnr" in series:
         x, y = zip(*series["val_psnr"], strict=True)
         ax_psnr.plot(x, y, marker="o", markersize=3, color="tab:green")
-    ax_psnr.set_ylabel("validation PSNR-Y (dB)")
+    if "lr" in series:
+        ax_lr = ax_psnr.twinx()
+        x, y = zip(*series["lr"], strict=True)
+        ax_lr.plot(x, y, color="tab:grey", linewidth=1, linestyle="--")
+        ax_lr.set_ylabel("learning rate (dashed)", color="tab:grey")
+        ax_lr.set_ylim(bottom=0)
+    ax_psnr.set_ylabel("validation PSNR-Y (dB)", color="tab:green")
     ax_psnr.set_xlabel("patches seen")
     ax_psnr.grid(alpha=0.3)
-    fig.suptitle(log_path.parent.name)
+    fig.suptitle(title or log_path.parent.name)
     fig.tight_layout()
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_path, dpi=120)
@@ -70,15 +96,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m srgan.plot_training", description=__doc__.split("\n\n")[0])
     parser.add_argument("log", type=Path, help="log.csv of a training run")
     parser.add_argument("out", type=Path, help="PNG to write")
+    parser.add_argument("--title", help="figure title (default: the log's folder name)")
+    parser.add_argument("--slope-window", type=int, default=64_000, help="patches for the end slope")
     args = parser.parse_args(argv)
     if not args.log.is_file():
         print(f"error: {args.log} does not exist", file=sys.stderr)
         return 2
     try:
-        print(plot_log(args.log, args.out))
+        print(plot_log(args.log, args.out, title=args.title))
+        slope = end_slope(read_log(args.log).get("val_psnr", []), window=args.slope_window)
     except (ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if slope is not None:
+        print(f"validation PSNR-Y slope over the last {args.slope_window:,} patches: "
+              f"{slope * 100_000:+.3f} dB per 100,000 patches")
     return 0
 
 

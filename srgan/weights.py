@@ -91,12 +91,39 @@ def _read(name: str) -> dict[str, Any]:
         raise MissingWeightsError(f"{path} is not a readable weights file ({exc})") from None
     if not isinstance(blob, dict) or "state_dict" not in blob:
         raise MissingWeightsError(f"{path} is not a weights file written by srgan.weights.save_weights")
+    # Shipped weights are stored as fp16 to halve the package; the networks compute in fp32.
+    blob["state_dict"] = {k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()}
     return blob
 
 
 def weights_meta(name: str) -> dict[str, Any]:
     """The training metadata stored with the weights (stage, data, iterations, ...)."""
     return dict(_read(name).get("meta", {}))
+
+
+def describe(name: str) -> str:
+    """One line for users: how the named weights were made, from their metadata."""
+    info = _info(name)
+    if not is_available(name):
+        return f"{info.name}: not in this package yet (made by `{info.recipe}`)"
+    meta = weights_meta(name)
+    device = str(meta.get("device", "an unrecorded device"))
+    parts = [f"{info.name}: {info.description}"]
+    made = []
+    if meta.get("wall_time_s"):
+        made.append(f"trained {float(meta['wall_time_s']) / 3600:.1f} h on {device}")
+    if meta.get("precision"):
+        made.append(str(meta["precision"]))
+    if meta.get("patches_seen"):
+        made.append(f"{int(meta['patches_seen']):,} patches of {meta.get('patch', 96)} px")
+    if made:
+        parts.append(", ".join(made))
+    set5 = meta.get("set5_psnr_y")
+    if isinstance(set5, dict) and "fp16" in set5:
+        parts.append(f"Set5 PSNR-Y {set5['fp16']:.2f} dB (paper {info.paper_psnr['Set5']:.2f})")
+    if device.startswith("cpu"):
+        parts.append("interim CPU-trained weights: a GPU run replaces them")
+    return "; ".join(parts)
 
 
 def generator_from_state_dict(state_dict: dict[str, torch.Tensor], meta: dict[str, Any] | None = None) -> SRResNet:
@@ -121,15 +148,18 @@ def load_state_dict(name: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]
     return blob["state_dict"], dict(blob.get("meta", {}))
 
 
-def save_weights(model: torch.nn.Module, path: str | Path, meta: dict[str, Any]) -> Path:
-    """Write an fp32 state_dict with its metadata, atomically."""
+def save_weights(model: torch.nn.Module, path: str | Path, meta: dict[str, Any], *,
+                 dtype: torch.dtype = torch.float32) -> Path:
+    """Write the state_dict with its metadata, atomically; floating tensors stored as ``dtype``
+    (fp32 for run folders, fp16 for the weights shipped in the package: loading returns fp32)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     module = getattr(model, "module", model)  # unwrap DDP
     module = getattr(module, "_orig_mod", module)  # unwrap torch.compile
-    state = {k: v.detach().float().cpu().clone() if v.is_floating_point() else v.detach().cpu().clone()
+    state = {k: v.detach().to("cpu", dtype).clone() if v.is_floating_point() else v.detach().cpu().clone()
              for k, v in module.state_dict().items()}
     meta = dict(meta)
+    meta["storage_dtype"] = str(dtype).removeprefix("torch.")
     if isinstance(module, SRResNet):
         meta.setdefault("num_blocks", len(module.body))
         meta.setdefault("channels", module.conv_first[0].out_channels)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
@@ -14,10 +15,12 @@ from srgan.bench import (
     generator_flops,
     median_seconds,
     replace_section,
+    srresnet_step_flops,
     training_patches_per_s,
 )
 from srgan.inference import tiled_forward
 from srgan.models import SRResNet
+from srgan.train import cpu_has_native_bf16
 
 
 def test_conv_flops_hand_count() -> None:
@@ -49,6 +52,15 @@ def test_median_seconds_and_training_rate() -> None:
     rate = training_patches_per_s("srresnet", torch.device("cpu"), batch_size=1, patch=16, warmup=0,
                                   repeats=1, compile_=False)
     assert rate > 0
+    if cpu_has_native_bf16():  # the trainer's CPU bf16 step (autocast, channels_last) runs too
+        assert training_patches_per_s("srresnet", torch.device("cpu"), batch_size=1, patch=16, warmup=0,
+                                      repeats=1, compile_=False, bf16=True) > 0
+
+
+def test_srresnet_step_flops() -> None:
+    # Forward 4.4e6 FLOPs per LR pixel (see above), 24x24 LR pixels, backward twice the forward.
+    assert srresnet_step_flops(96) == pytest.approx(3 * 576 * generator_flops(SRResNet(), 1, 1))
+    assert 7.5e9 < srresnet_step_flops(96) < 7.8e9
 
 
 def test_replace_section_keeps_the_rest(tmp_path: Path) -> None:

@@ -237,3 +237,18 @@ def test_plot_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert plot_main([str(tmp_path / "bad.csv"), str(png)]) == 2
     err = capsys.readouterr().err
     assert "binary.csv is not a training log" in err and "bad.csv, line 3" in err
+
+
+def test_end_slope_of_validation_psnr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from srgan.plot_training import end_slope, main as plot_main
+
+    points = [(0, 20.0), (100_000, 25.0), (200_000, 26.0), (300_000, 26.5)]
+    # Only the last 100k patches count: 26.0 -> 26.5, i.e. 0.5 dB per 100,000 patches.
+    assert end_slope(points, window=100_000) * 100_000 == pytest.approx(0.5)
+    assert end_slope(points, window=10) is None and end_slope([], window=10) is None
+    log = tmp_path / "log.csv"
+    rows = "".join(f"{x // 16},{x},0.01,0.01,,,,,0.0001,50,{y}\n" for x, y in points)
+    log.write_text("step,patches_seen,loss_g,loss_mse,loss_vgg22,loss_vgg54,loss_gan,loss_d,lr,"
+                   "patches_per_s,val_psnr\n" + rows)
+    assert plot_main([str(log), str(tmp_path / "p.png"), "--slope-window", "100000", "--title", "t"]) == 0
+    assert "+0.500 dB per 100,000 patches" in capsys.readouterr().out
