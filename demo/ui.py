@@ -36,6 +36,7 @@ from demo.compare import (
 from demo.examples import write_examples
 from srgan.images import ImageError, default_max_pixels, load_image
 from srgan.inference import Upscaler
+from srgan.weights import WEIGHTS, describe
 
 
 # Pixel-level views stay blocky when the browser scales them (pass to launch(css=...)).
@@ -199,6 +200,7 @@ class DemoTab:
             "original (PSNR / SSIM on Y, NIQE). **Small images** are treated as **LR** and "
             "upscaled 4x (NIQE only). Change it with *Mode*. Lower NIQE = more natural."
         )
+        gr.Markdown("\n".join(f"- {describe(name)}" for name in WEIGHTS), elem_id="demo-weights")
         state = gr.State(None)
         with gr.Row():
             with gr.Column(scale=2):

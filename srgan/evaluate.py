@@ -28,7 +28,7 @@ from .images import pil_to_tensor, tensor_to_array
 from .imresize import imresize
 from .inference import Upscaler, bicubic_upscale_tensor, parse_device, upscale_tensor
 from .metrics import psnr_y, ssim_y
-from .weights import METHOD_WEIGHTS, is_available
+from .weights import METHOD_WEIGHTS, describe, is_available
 
 ROOT = Path(__file__).resolve().parent.parent
 SETS = ("Set5", "Set14", "BSD100")
@@ -231,9 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: benchmark data not found at {benchmarks} (pass --data or set SRGAN_SHARED_DATA)", file=sys.stderr)
         return 2
     methods = ["nearest", "bicubic"] + [m for m, w in METHOD_WEIGHTS.items() if is_available(w)]
-    missing = [w for w in METHOD_WEIGHTS.values() if not is_available(w)]
-    note = ("Rows for " + ", ".join(missing) + " are absent: their trained weights are not in the package yet."
-            if missing else "All rows use the weights shipped in `srgan/weights/`.")
+    note = "Trained rows use the weights shipped in `srgan/weights/`:\n\n" + "\n".join(
+        f"- {describe(w)}." for w in METHOD_WEIGHTS.values())
     if args.limit:  # a quick check must not pass for the full table (it is written to results/ too)
         note += f"\n\n**Partial run: only the first {args.limit} images of each set** (`--limit {args.limit}`)."
     start = time.perf_counter()

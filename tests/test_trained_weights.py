@@ -1,0 +1,175 @@
+"""The trained weights shipped in the package: fp16 storage, install, what they do for users;
+bf16 training on CPUs that have it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from srgan import install as install_module
+from srgan import weights
+from srgan.images import pil_to_tensor, tensor_to_array
+from srgan.inference import Upscaler, bicubic_upscale_tensor, downscale
+from srgan.metrics import psnr_y
+from srgan.models import SRResNet
+from srgan.train import cpu_has_native_bf16, main as train_main
+from srgan.upscale import main as upscale_main
+
+PACKAGE_SRRESNET = weights.PACKAGE_WEIGHTS_DIR / "srresnet_x4.pt"
+
+
+@pytest.fixture
+def package_weights(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The package's own weights folder, whatever the environment says."""
+    monkeypatch.delenv("SRGAN_WEIGHTS_DIR", raising=False)
+    return weights.PACKAGE_WEIGHTS_DIR
+
+
+def test_shipped_srresnet_is_fp16_with_its_training_record() -> None:
+    blob = torch.load(PACKAGE_SRRESNET, map_location="cpu", weights_only=True)
+    floats = [v for v in blob["state_dict"].values() if v.is_floating_point()]
+    assert floats and all(v.dtype == torch.float16 for v in floats)
+    assert PACKAGE_SRRESNET.stat().st_size < 3.5e6  # fp32 would be about 6.2 MB
+    meta = blob["meta"]
+    assert meta["storage_dtype"] == "float16" and meta["stage"] == "srresnet" and meta["loss"] == "1*MSE"
+    for key in ("precision", "device", "patches_seen", "wall_time_s", "git_commit", "set5_psnr_y"):
+        assert key in meta, key
+    assert meta["num_blocks"] == 16 and "BENCHMARK" not in meta["data"].upper()  # never trained on a benchmark
+
+
+def test_loading_gives_fp32(package_weights: Path) -> None:
+    state, _ = weights.load_state_dict("srresnet_x4")
+    assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())
+    model = weights.load_generator("srresnet_x4")
+    assert next(model.parameters()).dtype == torch.float32 and not model.training
+
+
+def test_fp16_storage_moves_set5_psnr_by_less_than_0p01_db(package_weights: Path, benchmarks: Path) -> None:
+    """The fp32 figure was measured before the weights were rounded to fp16 (srgan.install)."""
+    meta = weights.weights_meta("srresnet_x4")
+    stored = install_module.set5_psnr(weights.load_generator("srresnet_x4"), benchmarks / "Set5")
+    assert abs(stored - meta["set5_psnr_y"]["fp32"]) < 0.01
+    assert abs(stored - meta["set5_psnr_y"]["fp16"]) < 1e-3
+    assert stored > 28.42 + 2.0  # bicubic's Set5 PSNR-Y plus 2 dB: these are trained weights
+
+
+def test_upscale_cli_uses_the_shipped_srresnet_by_default(package_weights: Path, tmp_path: Path) -> None:
+    from skimage import data
+
+    hr = Image.fromarray(data.astronaut()).crop((128, 32, 320, 224))  # 192x192: face and helmet
+    lr = downscale(hr)
+    lr.save(tmp_path / "lr.png")
+    assert upscale_main([str(tmp_path / "lr.png"), str(tmp_path / "sr.png")]) == 0
+    sr = np.asarray(Image.open(tmp_path / "sr.png").convert("RGB"))
+    bicubic = tensor_to_array(bicubic_upscale_tensor(pil_to_tensor(lr)))
+    assert sr.shape == (192, 192, 3)
+    assert psnr_y(sr, np.asarray(hr)) > psnr_y(bicubic, np.asarray(hr)) + 1.0
+
+
+def test_demo_and_study_offer_srresnet(package_weights: Path, tmp_path: Path) -> None:
+    from skimage import data
+
+    from survey import db, prepare, store
+
+    assert "srresnet" in Upscaler().available_methods()
+    assert "interim CPU-trained" in weights.describe("srresnet_x4")
+    url = f"sqlite:///{tmp_path / 'study.sqlite'}"
+    try:
+        report = prepare.prepare_from_hr(db_url=url, app_dir=tmp_path / "var", study="s",
+                                         hr_images={"coffee": Image.fromarray(data.coffee()).crop((0, 0, 96, 64))},
+                                         methods=["bicubic", "srresnet", "hr"])
+        assert report.added == 3
+        assert store.study_summary(db.get_engine(url), "s")["methods"] == ["bicubic", "hr", "srresnet"]
+    finally:
+        db.dispose_engine(url)
+
+
+def write_generator(path: Path, *, scale_values: float = 1.0) -> Path:
+    torch.manual_seed(0)
+    model = SRResNet(num_blocks=2, channels=16)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(scale_values)
+    return weights.save_weights(model, path, {"stage": "srresnet", "note": "random, for tests"})
+
+
+def test_install_writes_fp16_that_loads_as_fp32(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("SRGAN_WEIGHTS_DIR", str(tmp_path / "package"))
+    source = write_generator(tmp_path / "run" / "best_generator.pt")
+    assert install_module.main([str(source), "--benchmarks", str(tmp_path / "none")]) == 0
+    assert "fp16 check skipped" in capsys.readouterr().out
+    target = tmp_path / "package" / "srresnet_x4.pt"
+    raw = torch.load(target, map_location="cpu", weights_only=True)
+    original = torch.load(source, map_location="cpu", weights_only=True)["state_dict"]
+    for key, value in original.items():
+        if value.is_floating_point():
+            assert raw["state_dict"][key].dtype == torch.float16
+            assert torch.equal(raw["state_dict"][key], value.half())
+        else:
+            assert torch.equal(raw["state_dict"][key], value)  # BN's batch counter stays an integer
+    assert target.stat().st_size < 0.6 * source.stat().st_size
+    assert raw["meta"]["note"] == "random, for tests" and raw["meta"]["installed_from"] == str(source)
+    loaded = weights.load_generator("srresnet_x4")
+    assert len(loaded.body) == 2 and next(loaded.parameters()).dtype == torch.float32
+
+
+def test_install_measures_set5_when_present(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           benchmarks: Path) -> None:
+    monkeypatch.setenv("SRGAN_WEIGHTS_DIR", str(tmp_path / "package"))
+    source = write_generator(tmp_path / "g.pt")
+    _, meta = install_module.install(source, "srresnet_x4", benchmarks=benchmarks)
+    check = meta["set5_psnr_y"]
+    assert abs(check["fp32"] - check["fp16"]) < 0.01 and check["fp32"] > 0
+    assert weights.weights_meta("srresnet_x4")["set5_psnr_y"] == check
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"not a torch file", "not a weights file"),
+    (None, "beyond fp16's range"),
+    ("missing", "no such file"),
+])
+def test_install_refuses_bad_sources_and_writes_nothing(content, message: str, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("SRGAN_WEIGHTS_DIR", str(tmp_path / "package"))
+    source = tmp_path / "source.pt"
+    if content is None:
+        write_generator(source, scale_values=1e7)  # BN's weights of 1e7 overflow fp16 (max 65504)
+    elif isinstance(content, bytes):
+        source.write_bytes(content)
+    assert install_module.main([str(source), "--benchmarks", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+    assert not (tmp_path / "package").exists()
+
+
+def test_cpu_bf16_detection_reads_the_flags() -> None:
+    assert cpu_has_native_bf16("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16 amx_tile\n")
+    assert cpu_has_native_bf16("flags\t\t: fpu avx2 amx_bf16\n")
+    assert not cpu_has_native_bf16("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n")
+    assert not cpu_has_native_bf16("")  # no flags line (not Linux x86): fp32
+
+
+def test_cpu_training_records_its_precision(tmp_path: Path) -> None:
+    from skimage import data
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("astronaut", "coffee", "chelsea"):
+        Image.fromarray(getattr(data, name)()).save(photos / f"{name}.png")
+    common = ["--num-blocks", "1", "--batch-size", "2", "--no-progress", "--device", "cpu", "--patch", "16",
+              "--iterations", "2", "--val-patch", "32", "--data", str(photos)]
+    assert train_main([*common, "--out", str(tmp_path / "fp32"), "--no-bf16", "--no-channels-last"]) == 0
+    assert train_main([*common, "--out", str(tmp_path / "auto")]) == 0
+    fp32 = torch.load(tmp_path / "fp32" / "srresnet_x4.pt", weights_only=True)["meta"]
+    auto = torch.load(tmp_path / "auto" / "srresnet_x4.pt", weights_only=True)["meta"]
+    assert fp32["precision"] == "fp32" and not fp32["bf16"] and fp32["memory_format"] == "contiguous"
+    assert fp32["device"].startswith("cpu")
+    native = cpu_has_native_bf16()
+    assert auto["precision"] == ("bf16 autocast" if native else "fp32")
+    assert auto["memory_format"] == "channels_last" and auto["device"] == fp32["device"]
