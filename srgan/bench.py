@@ -255,7 +255,6 @@ def run_bench(args: argparse.Namespace) -> str:
     if bf16:
         peak["bfloat16"] = matmul_gflops(device, dtype=torch.bfloat16, size=size, repeats=max(repeats, 5))
     if cuda:
-        peak["bfloat16"] = matmul_gflops(device, dtype=torch.bfloat16, size=size, repeats=repeats)
         peak["float16"] = matmul_gflops(device, dtype=torch.float16, size=size, repeats=repeats)
     log(f"matmul: {peak}")
     lines += ["### Matrix product (the device's practical peak: best of the runs)", "",

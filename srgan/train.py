@@ -242,7 +242,7 @@ def git_commit() -> str:
 def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
     """True where the CPU multiplies bf16 in hardware (AVX512-BF16 or AMX-BF16 flags).
 
-    Without them oneDNN emulates bf16 and autocast is slower than fp32, so we keep fp32.
+    Without them oneDNN emulates bf16, which gains little over fp32, so we keep fp32.
     ``cpuinfo`` is the text of /proc/cpuinfo (read when None; absent off Linux: False)."""
     if cpuinfo is None:
         try:
