@@ -13,6 +13,8 @@ import csv
 import sys
 from pathlib import Path
 
+import numpy as np
+
 LOSS_COLUMNS = ("loss_g", "loss_mse", "loss_vgg22", "loss_vgg54", "loss_gan", "loss_d")
 
 
@@ -40,27 +42,22 @@ def read_log(path: Path) -> dict[str, list[tuple[int, float]]]:
 def end_slope(points: list[tuple[int, float]], *, window: int) -> float | None:
     """Least-squares slope (per patch) of the points within ``window`` patches of the last one;
     None with fewer than two such points."""
-    if not points:
-        return None
-    last = points[-1][0]
-    recent = [(x, y) for x, y in points if x >= last - window]
-    if len(recent) < 2:
+    recent = [(x, y) for x, y in points if x >= points[-1][0] - window] if points else []
+    if len({x for x, _ in recent}) < 2:
         return None
     xs, ys = zip(*recent, strict=True)
-    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
-    var = sum((x - mean_x) ** 2 for x in xs)
-    if var == 0:
-        return None
-    return sum((x - mean_x) * (y - mean_y) for x, y in recent) / var
+    return float(np.polyfit(xs, ys, 1)[0])
 
 
-def plot_log(log_path: Path, out_path: Path, *, title: str | None = None) -> Path:
+def plot_log(log_path: Path, out_path: Path, *, title: str | None = None,
+             series: dict[str, list[tuple[int, float]]] | None = None) -> Path:
+    """Write the figure of ``log_path`` (its ``series``, when already read) to ``out_path``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series = read_log(log_path)
+    series = read_log(log_path) if series is None else series
     if not series:
         raise ValueError(f"{log_path} has no rows yet")
     fig, (ax_loss, ax_psnr) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
@@ -103,8 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.log} does not exist", file=sys.stderr)
         return 2
     try:
-        print(plot_log(args.log, args.out, title=args.title))
-        slope = end_slope(read_log(args.log).get("val_psnr", []), window=args.slope_window)
+        series = read_log(args.log)
+        print(plot_log(args.log, args.out, title=args.title, series=series))
+        slope = end_slope(series.get("val_psnr", []), window=args.slope_window)
     except (ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
