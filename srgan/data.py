@@ -148,13 +148,23 @@ class CropPlan:
     flip_h: Tensor  # bool
 
 
-def draw_crops(bank: ImageBank, batch_size: int, *, patch: int, generator: torch.Generator,
-               augment: bool = True) -> CropPlan:
-    """Random crop positions and flips for a batch; images weighted by their crop positions."""
-    device = bank.device
+def crop_positions(bank: ImageBank, *, patch: int) -> Tensor:
+    """Number of valid ``patch`` x ``patch`` crop positions of each image (float64, (K,));
+    TrainingDataError where no image has one."""
     positions = ((bank.heights - patch + 1).clamp(min=0) * (bank.widths - patch + 1).clamp(min=0)).double()
     if float(positions.sum()) == 0:
         raise TrainingDataError(f"no training image is at least {patch}x{patch} pixels")
+    return positions
+
+
+def draw_crops(bank: ImageBank, batch_size: int, *, patch: int, generator: torch.Generator,
+               augment: bool = True, positions: Tensor | None = None) -> CropPlan:
+    """Random crop positions and flips for a batch; images weighted by their crop positions
+    (``positions``: ``crop_positions(bank, patch=patch)``, computed here when None; pass it in
+    a loop, since checking it reads a value back from the device)."""
+    device = bank.device
+    if positions is None:
+        positions = crop_positions(bank, patch=patch)
     image = torch.multinomial(positions, batch_size, replacement=True, generator=generator)
     u = torch.rand(2, batch_size, generator=generator, device=device, dtype=torch.float64)
     top = (u[0] * (bank.heights[image] - patch + 1)).long()
@@ -221,11 +231,12 @@ class PatchSampler:
         self.augment = augment
         self.generator = torch.Generator(device=bank.device)
         self.generator.manual_seed(seed)
+        self.positions = crop_positions(bank, patch=patch)
 
     def sample(self, batch_size: int) -> tuple[Tensor, Tensor]:
         """(LR (B, 3, p/s, p/s) in [0, 1], HR (B, 3, p, p) in [-1, 1]) on the bank's device."""
         plan = draw_crops(self.bank, batch_size, patch=self.patch, generator=self.generator,
-                          augment=self.augment)
+                          augment=self.augment, positions=self.positions)
         return degrade(cut_crops(self.bank, plan, patch=self.patch), scale=self.scale)
 
     def state_dict(self) -> dict[str, Tensor]:

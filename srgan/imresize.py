@@ -55,11 +55,19 @@ def _weights_cpu(in_len: int, out_len: int, scale: float, antialias: bool) -> Te
     return matrix
 
 
+@lru_cache(maxsize=64)
+def _weights_on(in_len: int, out_len: int, scale: float, antialias: bool, device: torch.device,
+                dtype: torch.dtype) -> Tensor:
+    # Cached per device: a training batch would otherwise pay two blocking host-to-device copies.
+    return _weights_cpu(in_len, out_len, scale, antialias).to(device=device, dtype=dtype)
+
+
 def resize_matrix(
     in_len: int, out_len: int, scale: float, *, antialias: bool = True,
     device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
 ) -> Tensor:
-    return _weights_cpu(in_len, out_len, float(scale), antialias).to(device=device, dtype=dtype)
+    """The (out_len, in_len) matrix resizing one axis, on ``device`` (cached: do not modify)."""
+    return _weights_on(in_len, out_len, float(scale), antialias, torch.device(device), dtype)
 
 
 def imresize(

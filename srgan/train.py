@@ -66,14 +66,19 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # The paper's recipe per stage; every entry can be overridden on the command line.
 STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "srresnet": {"loss": "1*MSE", "lr": 1e-4, "schedule": "constant", "iterations": 1_000_000},
-    "srgan": {"loss": "1*VGG54+1e-3*GAN", "lr": 1e-4, "schedule": "step", "iterations": 200_000},
+    "srresnet": {"loss": "1*MSE", "lr": 1e-4, "schedule": "constant", "iterations": 1_000_000,
+                 "init": "none"},
+    "srgan": {"loss": "1*VGG54+1e-3*GAN", "lr": 1e-4, "schedule": "step", "iterations": 200_000,
+              "init": "srresnet_x4"},
 }
 SCHEDULES = ("constant", "step", "cosine")
 CSV_COLUMNS = (
     "step", "patches_seen", "loss_g", "loss_mse", "loss_vgg22", "loss_vgg54", "loss_gan", "loss_d",
-    "lr", "patches_per_s", "val_psnr",
+    "d_real", "d_fake", "lr", "patches_per_s", "val_psnr",
 )  # fmt: skip
+# --fit-minutes: steps before timing starts (cuDNN autotuning, allocator warm-up) and steps timed.
+FIT_WARMUP_STEPS, FIT_TIMED_STEPS = 20, 40
+FIT_SAFETY = 0.92  # share of the measured rate planned on: validation and logging also take time
 
 
 class TrainingSetupError(RuntimeError):
@@ -88,8 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--stage", choices=tuple(STAGE_DEFAULTS), default="srresnet")
     p.add_argument("--loss", help="loss spec, e.g. 1*MSE or 1*VGG54+1e-3*GAN (default: the stage's)")
-    p.add_argument("--init", default="srresnet_x4",
-                   help="srgan stage: generator to start from: a named weight, a .pt file or 'none'")
+    p.add_argument("--init", help="generator to start from: a named weight (srresnet_x4), a .pt file or "
+                                  "'none' (default: srresnet_x4 for the srgan stage, none for srresnet)")
     p.add_argument("--data", type=Path, default=default_train_folder(), help="folder of training photos")
     p.add_argument("--max-images", type=int, help="use only the first N photos (smoke tests)")
     p.add_argument("--out", type=Path, help="run folder (default runs/<stage>-<date>)")
@@ -100,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", choices=SCHEDULES, help="constant | step (x0.1 at half) | cosine")
     p.add_argument("--iterations", type=int, help="steps (default: the stage's)")
     p.add_argument("--patches", type=int, help="patches to see in all, instead of --iterations")
+    p.add_argument("--fit-minutes", type=float,
+                   help="size the schedule from the measured step rate so that it completes in this "
+                        "many minutes of training (instead of --iterations/--patches)")
     p.add_argument("--max-minutes", type=float, help="time box: checkpoint and exit 0 after this")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if present")
     p.add_argument("--checkpoint-minutes", type=float, default=5.0)
@@ -107,12 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-every", type=int, default=1000, help="steps between validations")
     p.add_argument("--val-patch", type=int, default=128, help="HR side of the validation crops")
     p.add_argument("--ema", type=float, default=0.0, help="EMA decay of the generator (0: off)")
+    p.add_argument("--snapshots", type=int, default=0,
+                   help="also save the generator (fp16) at N evenly spaced points of the schedule, "
+                        "in OUT/snapshots/, to choose from afterwards (e.g. by a perceptual rule)")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
                    help="bf16 autocast (CUDA, or CPUs with native bf16: AVX512-BF16 or AMX)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                    help="channels_last memory format")
     p.add_argument("--fused-adam", action=argparse.BooleanOptionalAction, default=True,
-                   help="fused Adam (CUDA only)")
+                   help="fused Adam (CUDA and CPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the generator")
     p.add_argument("--compile-mode", default="default",
                    help="torch.compile mode (e.g. reduce-overhead for CUDA graphs)")
@@ -133,6 +144,7 @@ def resolve_options(args: argparse.Namespace, *, world_size: int = 1) -> argpars
     args.loss = args.loss or defaults["loss"]
     args.lr = args.lr if args.lr is not None else defaults["lr"]
     args.schedule = args.schedule or defaults["schedule"]
+    args.init = args.init or defaults["init"]
     try:
         args.loss_spec = parse_loss_spec(args.loss)
     except LossSpecError as exc:
@@ -144,6 +156,13 @@ def resolve_options(args: argparse.Namespace, *, world_size: int = 1) -> argpars
                                  "without one use --stage srresnet")
     if args.patches is not None and args.iterations is not None:
         raise TrainingSetupError("give --iterations or --patches, not both")
+    if args.fit_minutes is not None:
+        if args.patches is not None or args.iterations is not None:
+            raise TrainingSetupError("--fit-minutes sizes the schedule itself: drop --iterations/--patches")
+        if not args.fit_minutes > 0:
+            raise TrainingSetupError("--fit-minutes must be positive")
+    if args.snapshots < 0:
+        raise TrainingSetupError("--snapshots must be 0 or more")
     for name in ("batch_size", "patch", "log_every", "val_every", "num_blocks"):
         if getattr(args, name) <= 0:
             raise TrainingSetupError(f"--{name.replace('_', '-')} must be positive")
@@ -228,7 +247,10 @@ def ema_update(ema_model: nn.Module, model: nn.Module, *, decay: float) -> None:
 
 
 def git_commit() -> str:
-    """The code's commit, '+dirty' when the tree has changes; 'unknown' outside git."""
+    """The code's commit, '+dirty' when the tree has changes; $SRGAN_GIT_COMMIT where set (the
+    device machine gets a copy of the tree without .git); 'unknown' outside git."""
+    if os.environ.get("SRGAN_GIT_COMMIT"):
+        return os.environ["SRGAN_GIT_COMMIT"]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                                 text=True, timeout=10, check=True).stdout.strip()
@@ -394,6 +416,9 @@ def training_step(models: StepModels, lr_batch: Tensor, hr_batch: Tensor, *,
     """One update: with a discriminator, D on (HR, detached SR) then G; else G alone.
     Returns each loss, detached (tensors: reading them would sync a GPU)."""
     m = models
+    # Gradients cleared before the forward: under CUDA graphs (compile's reduce-overhead) the
+    # graph's outputs must not be touched by the previous step's backward.
+    m.opt_g.zero_grad(set_to_none=True)
     with autocast():
         sr = m.g_train(lr_batch)
     losses: dict[str, Tensor] = {}
@@ -412,13 +437,16 @@ def training_step(models: StepModels, lr_batch: Tensor, hr_batch: Tensor, *,
         loss_d_fake.backward()
         m.opt_d.step()
         losses["loss_d"] = (loss_d_real + loss_d_fake).detach()
+        # D's mean output on real and fake: both drifting to 1/0 (D wins) or meeting at 0.5 for
+        # long is what collapse looks like in the log.
+        losses["d_real"] = torch.sigmoid(real_logits.detach().float()).mean()
+        losses["d_fake"] = torch.sigmoid(detached_logits.detach().float()).mean()
         # G step: D frozen and called unwrapped, so DDP expects no gradients from it.
         m.discriminator.requires_grad_(False)
         with autocast():
             fake_logits = m.discriminator(sr)
     with autocast():
         loss_g, parts = m.loss_fn(sr, hr_batch, fake_logits)
-    m.opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     m.opt_g.step()
     losses["loss_g"] = loss_g.detach()
@@ -448,6 +476,8 @@ def train(args: argparse.Namespace, *, rank: int, world: int, device: torch.devi
     checkpoint_path, log_path = out / "checkpoint.pt", out / "log.csv"
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
+    if cuda:
+        torch.backends.cudnn.benchmark = True  # fixed shapes: autotuned conv algorithms pay off
 
     torch.manual_seed(args.seed)  # same init on every rank (DDP also broadcasts rank 0's)
     train_bank, val_bank = load_training_data(args.data, device=device, max_images=args.max_images)
@@ -466,8 +496,8 @@ def train(args: argparse.Namespace, *, rank: int, world: int, device: torch.devi
     discriminator: Discriminator | None = None
     if spec.uses_gan:
         discriminator = Discriminator(image_size=args.patch).to(device)
-        if not (args.resume and checkpoint_path.is_file()):  # a resumed run has its own weights
-            init_source = load_init_generator(args.init, generator)
+    if not (args.resume and checkpoint_path.is_file()):  # a resumed run has its own weights
+        init_source = load_init_generator(args.init, generator)
     if args.sync_bn and not cuda:
         raise TrainingSetupError("--sync-bn needs CUDA devices (PyTorch's SyncBatchNorm has no CPU kernel)")
     if world > 1 and args.sync_bn:
@@ -478,16 +508,16 @@ def train(args: argparse.Namespace, *, rank: int, world: int, device: torch.devi
     loss_fn = GeneratorLoss(spec).to(device=device, memory_format=memory_format)
 
     adam = {"betas": (0.9, 0.999)}
-    if cuda and args.fused_adam:
-        adam["fused"] = True
+    if args.fused_adam and device.type in ("cuda", "cpu"):
+        adam["fused"] = True  # one kernel, and no per-parameter read of Adam's step count
     opt_g = torch.optim.Adam(generator.parameters(), lr=args.lr, **adam)
     opt_d = None
     if discriminator is not None:
         discriminator.to(memory_format=memory_format)
         opt_d = torch.optim.Adam(discriminator.parameters(), lr=args.lr, **adam)
-    ema_model = copy.deepcopy(generator).eval().requires_grad_(False) if args.ema else None
-
     step, patches_seen, best_val, train_seconds = 0, 0, -math.inf, 0.0
+    ema_state = None
+    sized = False  # --fit-minutes: whether args.iterations is the measured schedule yet
     if args.resume and checkpoint_path.is_file():
         ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
         if ckpt["loss"] != str(spec) or ckpt["num_blocks"] != args.num_blocks:
@@ -498,8 +528,9 @@ def train(args: argparse.Namespace, *, rank: int, world: int, device: torch.devi
         if discriminator is not None:
             discriminator.load_state_dict(ckpt["discriminator"])
             opt_d.load_state_dict(ckpt["opt_d"])
-        if ema_model is not None and ckpt.get("ema") is not None:
-            ema_model.load_state_dict(ckpt["ema"])
+        ema_state = ckpt.get("ema")
+        if args.fit_minutes is not None and ckpt.get("fit_sized"):
+            args.iterations, sized = ckpt["iterations"], True  # keep the schedule it was sized to
         step, patches_seen = ckpt["step"], ckpt["patches_seen"]
         best_val, train_seconds = ckpt["best_val_psnr"], ckpt["train_seconds"]
         init_source = ckpt.get("init_source", init_source)
@@ -515,6 +546,13 @@ def train(args: argparse.Namespace, *, rank: int, world: int, device: torch.devi
             truncate_log(log_path, last_step=step)
             print(f"resumed {checkpoint_path} at step {step}", file=sys.stderr)
         del ckpt
+    # The EMA starts from the generator as it stands now (initialised or resumed), not from the
+    # random weights it was built with.
+    ema_model = None
+    if args.ema:
+        ema_model = copy.deepcopy(generator).eval().requires_grad_(False)
+        if ema_state is not None:
+            ema_model.load_state_dict(ema_state)
 
     g_train: nn.Module = generator
     d_train: nn.Module | None = discriminator
@@ -528,6 +566,7 @@ def train(args: argparse.Namespace, *, rank: int, world: int, device: torch.devi
     if args.compile:
         g_train = torch.compile(g_train, mode=args.compile_mode)
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
+    cuda_graphs = args.compile and cuda and "reduce-overhead" in args.compile_mode
     models = StepModels(generator=generator, g_train=g_train, opt_g=opt_g, loss_fn=loss_fn,
                         discriminator=discriminator, d_train=d_train, opt_d=opt_d)
 
@@ -545,6 +584,7 @@ def train(args: argparse.Namespace, *, rank: int, world: int, device: torch.devi
             "opt_d": opt_d.state_dict() if opt_d is not None else None,
             "ema": ema_model.state_dict() if ema_model is not None else None,
             "rng": all_rng, "best_val_psnr": best_val, "train_seconds": train_seconds,
+            "iterations": args.iterations, "fit_sized": sized,
             "init_source": init_source, "args": {k: str(v) for k, v in vars(args).items()},
         }, checkpoint_path)
 
@@ -554,6 +594,7 @@ def train(args: argparse.Namespace, *, rank: int, world: int, device: torch.devi
             "completed": completed, "patches_seen": patches_seen, "batch_size": args.batch_size,
             "global_batch_size": args.batch_size * world, "world_size": world, "patch": args.patch,
             "lr": args.lr, "schedule": args.schedule, "ema": args.ema, "bf16": use_bf16,
+            "fit_minutes": args.fit_minutes,
             "precision": "bf16 autocast" if use_bf16 else "fp32",
             "memory_format": "channels_last" if memory_format == torch.channels_last else "contiguous",
             "wall_time_s": round(train_seconds, 1), "device": device_name(device),
@@ -581,6 +622,11 @@ def train(args: argparse.Namespace, *, rank: int, world: int, device: torch.devi
     last_checkpoint = time.perf_counter()
     val_psnr = math.nan
     timed_out = False
+    loop_start_step, fit_t0 = step, 0.0
+
+    def synchronize() -> None:
+        if cuda:
+            torch.cuda.synchronize(device)
 
     generator.train()
     if discriminator is not None:
@@ -591,6 +637,8 @@ def train(args: argparse.Namespace, *, rank: int, world: int, device: torch.devi
             if opt is not None:
                 for group in opt.param_groups:
                     group["lr"] = lr
+        if cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         lr_batch, hr_batch = sampler.sample(args.batch_size)
         lr_batch = lr_batch.contiguous(memory_format=memory_format)
         hr_batch = hr_batch.contiguous(memory_format=memory_format)
@@ -605,6 +653,27 @@ def train(args: argparse.Namespace, *, rank: int, world: int, device: torch.devi
         for key, value in losses.items():
             sums[key] = sums.get(key, 0) + value
         bar.update(1)
+
+        if args.fit_minutes is not None and not sized:
+            # Size the schedule from the step rate measured after a warm-up (two syncs in all).
+            if step == loop_start_step + FIT_WARMUP_STEPS:
+                synchronize()
+                fit_t0 = time.perf_counter()
+            elif step == loop_start_step + FIT_WARMUP_STEPS + FIT_TIMED_STEPS:
+                synchronize()
+                now = time.perf_counter()
+                steps_per_s = FIT_TIMED_STEPS / (now - fit_t0)
+                left_s = args.fit_minutes * 60 - (now - session_start)
+                planned = torch.tensor([max(step + 1, step + int(steps_per_s * left_s * FIT_SAFETY))])
+                if world > 1:
+                    planned = planned.to(device)
+                    dist.all_reduce(planned, op=dist.ReduceOp.MIN)
+                args.iterations, sized = int(planned), True
+                bar.total = args.iterations
+                if is_main:
+                    print(f"--fit-minutes {args.fit_minutes:g}: {steps_per_s * args.batch_size * world:.0f} "
+                          f"patches/s measured; schedule sized to {args.iterations} steps "
+                          f"({args.iterations * args.batch_size * world} patches)", file=sys.stderr)
 
         validate_now = step % args.val_every == 0 or step == args.iterations
         if step % args.log_every == 0 or validate_now or step == args.iterations:
@@ -626,19 +695,29 @@ def train(args: argparse.Namespace, *, rank: int, world: int, device: torch.devi
                 bar.set_postfix(loss=row["loss_g"], patches_s=row["patches_per_s"], val=row.get("val_psnr", "-"))
             sums, interval_steps, interval_start = {}, 0, time.perf_counter()
 
-        # Stop and checkpoint decisions must be the same on every rank (both involve collectives).
+        if args.snapshots and is_main and (sized or args.fit_minutes is None) and \
+                step * args.snapshots // args.iterations > (step - 1) * args.snapshots // args.iterations:
+            from srgan.weights import save_weights
+
+            snapshot_model = ema_model or generator
+            save_weights(snapshot_model, out / "snapshots" / f"step{step:07d}.pt",
+                         metadata(validate(snapshot_model, val_lr, val_hr), completed=False),
+                         dtype=torch.float16)
+
         train_seconds = time.perf_counter() - run_start
-        flags = torch.tensor([
-            float(stop["signal"]),
-            float(args.max_minutes is not None and time.perf_counter() - session_start > args.max_minutes * 60),
-            float(time.perf_counter() - last_checkpoint > args.checkpoint_minutes * 60),
-        ], device=device)
+        stop_now = stop["signal"] or (args.max_minutes is not None
+                                      and time.perf_counter() - session_start > args.max_minutes * 60)
+        checkpoint_due = time.perf_counter() - last_checkpoint > args.checkpoint_minutes * 60
         if world > 1:
+            # The same decisions on every rank (both involve collectives); a single process
+            # decides on the host, with no device read per step.
+            flags = torch.tensor([float(stop_now), float(checkpoint_due)], device=device)
             dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-        if flags[0] or flags[1]:
+            stop_now, checkpoint_due = bool(flags[0]), bool(flags[1])
+        if stop_now:
             timed_out = True
             break
-        if flags[2]:
+        if checkpoint_due:
             checkpoint()
             last_checkpoint = time.perf_counter()
     bar.close()

@@ -140,8 +140,12 @@ class VGGFeatures(nn.Module):
 
     def to_caffe_input(self, images: Tensor) -> Tensor:
         """[-1, 1] (or [0, 1]) RGB -> Caffe convention: BGR, 0..255, minus the ImageNet mean."""
+        # In fp32 whatever the input's dtype: under bf16 autocast the SR image arrives in bf16
+        # and the HR in fp32, and bf16's 8-bit mantissa on the 0..255 scale would make SR == HR
+        # give a non-zero loss. The convs below still run in the autocast dtype.
+        images = images.float()
         unit = (images + 1) * 0.5 if self.input_range == "hr" else images
-        return (unit * 255.0 - self.mean_rgb.to(unit.dtype)).flip(1)
+        return (unit * 255.0 - self.mean_rgb).flip(1)
 
     def forward(self, images: Tensor) -> Tensor:
         return self.features(self.to_caffe_input(images))
