@@ -84,8 +84,10 @@ def set5_psnr(model: SRResNet, set5: Path) -> float:
     return float(np.mean(scores))
 
 
-def install(source: Path, name: str, *, benchmarks: Path | None = None) -> tuple[Path, dict[str, Any]]:
-    """Write ``source``'s generator as the package's fp16 weights ``name``; returns (path, meta)."""
+def install(source: Path, name: str, *, benchmarks: Path | None = None,
+            extra_meta: dict[str, str] | None = None) -> tuple[Path, dict[str, Any]]:
+    """Write ``source``'s generator as the package's fp16 weights ``name``; returns (path, meta).
+    ``extra_meta`` adds provenance the run could not know (e.g. the history of several runs)."""
     if name not in WEIGHTS:
         raise InstallError(f"unknown weights {name!r}; known: {', '.join(WEIGHTS)}")
     state, meta = read_generator_file(source)
@@ -101,6 +103,7 @@ def install(source: Path, name: str, *, benchmarks: Path | None = None) -> tuple
         if abs(fp32 - fp16) >= FP16_PSNR_TOLERANCE_DB:
             raise InstallError(f"fp16 storage moves Set5 PSNR-Y from {fp32:.4f} to {fp16:.4f} dB "
                                f"(tolerance {FP16_PSNR_TOLERANCE_DB} dB); not installed")
+    meta.update(extra_meta or {})
     meta["installed_from"] = str(source)
     meta["installed_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     path = save_weights(model, weights_path(name), meta, dtype=torch.float16)
@@ -112,9 +115,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("source", type=Path, help="weights file or checkpoint.pt of a training run")
     parser.add_argument("--name", choices=tuple(WEIGHTS), default="srresnet_x4", help="named weights to write")
     parser.add_argument("--benchmarks", type=Path, help="benchmarks folder (default ../shared/data/benchmarks)")
+    parser.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
+                        help="add to the metadata (repeatable), e.g. --meta 'history=...'")
     args = parser.parse_args(argv)
+    extra = {}
+    for item in args.meta:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            parser.error(f"--meta takes KEY=VALUE, got {item!r}")
+        extra[key.strip()] = value
     try:
-        path, meta = install(args.source, args.name, benchmarks=args.benchmarks)
+        path, meta = install(args.source, args.name, benchmarks=args.benchmarks, extra_meta=extra)
     except InstallError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -117,3 +117,21 @@ def ssim_y(sr: np.ndarray, hr: np.ndarray, *, border: int = 4) -> float:
     """Y-channel SSIM of a uint8 output against its uint8 reference."""
     out, ref = scoring_channel(sr, hr, border=border)
     return ssim(out, ref)
+
+
+# BT.601 chroma (Cb, Cr) for RGB in [0, 255], around 128.
+_CBCR_WEIGHTS = np.array([[-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]]).T / 255.0
+
+
+def psnr_cbcr(sr: np.ndarray, hr: np.ndarray, *, border: int = 4) -> float:
+    """PSNR (dB) of the BT.601 chroma planes (Cb and Cr together) of two uint8 RGB images.
+
+    The paper's metrics see only Y, and so does NIQE; colour speckle or a colour cast, which
+    an adversarially trained generator can add, shows up here."""
+    sr, hr = _check_uint8(sr, "sr"), _check_uint8(hr, "hr")
+    if sr.ndim != 3 or hr.ndim != 3 or sr.shape != hr.shape:
+        raise ValueError(f"psnr_cbcr needs two RGB images of one size, got {sr.shape} and {hr.shape}")
+    cut = (slice(border, -border), slice(border, -border)) if border else (slice(None), slice(None))
+    out = sr[cut].astype(np.float64) @ _CBCR_WEIGHTS
+    ref = hr[cut].astype(np.float64) @ _CBCR_WEIGHTS
+    return psnr(out, ref)

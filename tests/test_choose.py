@@ -1,0 +1,75 @@
+"""Choosing an SRGAN snapshot by the stated rule (srgan.choose) and the chroma PSNR behind
+its colour check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from srgan.choose import Candidate, choose, main
+from srgan.metrics import psnr_cbcr
+from srgan.models import SRResNet
+from srgan.weights import save_weights
+
+
+def test_chroma_psnr_sees_colour_that_luma_does_not() -> None:
+    rng = np.random.default_rng(0)
+    hr = rng.integers(40, 216, (32, 32, 3), dtype=np.uint8)
+    assert psnr_cbcr(hr, hr) == float("inf")
+    # A colour cast that keeps BT.601 luma: +R, -G in the ratio of their Y weights.
+    cast = hr.astype(int)
+    cast[..., 0] += 10
+    cast[..., 1] -= 5
+    cast = cast.clip(0, 255).astype(np.uint8)
+    from srgan.metrics import psnr_y
+
+    assert psnr_y(cast, hr) > 55 and psnr_cbcr(cast, hr) < 36  # a cast of about 6 levels in Cr
+    with pytest.raises(ValueError, match="two RGB images"):
+        psnr_cbcr(hr[..., 0], hr[..., 0])
+
+
+def test_rule_floor_then_colour_then_niqe() -> None:
+    cands = [Candidate("too_far", 20.0, 40.0, 3.0),      # lowest NIQE, but 7 dB under the reference
+             Candidate("speckled", 25.5, 35.0, 4.0),     # within the floor, colour 3 dB worse than best
+             Candidate("clean_smooth", 25.8, 38.0, 5.0),
+             Candidate("clean_sharp", 25.0, 37.8, 4.5)]
+    best = choose(cands, reference_psnr=27.0, floor_db=3.0, colour_margin_db=0.5)
+    assert best.name == "clean_sharp"
+    assert [c.within_floor for c in cands] == [False, True, True, True]
+    assert [c.colour_ok for c in cands] == [False, False, True, True]
+    with pytest.raises(ValueError, match="no candidate is within"):
+        choose(cands[:1], reference_psnr=27.0, floor_db=3.0, colour_margin_db=0.5)
+
+
+def test_cli_scores_held_out_photos_and_names_its_choice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from skimage import data
+
+    photos = tmp_path / "train"
+    photos.mkdir()
+    for name in ("astronaut", "coffee", "chelsea"):  # astronaut (first by name) is held out
+        Image.fromarray(getattr(data, name)()[:200, :200]).save(photos / f"{name}.png")
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        paths.append(save_weights(SRResNet(num_blocks=1, channels=8), tmp_path / f"g{seed}.pt", {"stage": "srgan"}))
+    # A random reference sits far under anything trained: both random candidates pass its floor.
+    torch.manual_seed(2)
+    reference = save_weights(SRResNet(num_blocks=1, channels=8), tmp_path / "ref.pt", {"stage": "srresnet"})
+    out_csv = tmp_path / "rows.csv"
+    assert main([*map(str, paths), "--data", str(photos), "--reference", str(reference), "--floor-db", "100",
+                 "--crop", "192", "--csv", str(out_csv)]) == 0
+    out = capsys.readouterr().out
+    assert "1 held-out photos" in out and "| HR (the originals) |" in out and out.count("| chosen |") == 2  # the header and one row
+    chosen = out.strip().splitlines()[-1].removeprefix("chosen: ")
+    assert chosen in map(str, paths)
+    assert len(out_csv.read_text().splitlines()) == 1 + 3 + 2
+
+
+def test_cli_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(tmp_path / "missing.pt"), "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
