@@ -172,7 +172,6 @@ def training_patches_per_s(stage: str, device: torch.device, *, batch_size: int,
     from srgan.losses import GeneratorLoss
     from srgan.train import StepModels, training_step
 
-    cuda = device.type == "cuda"
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     torch.manual_seed(0)
     generator = SRResNet().to(device).to(memory_format=memory_format).train()
@@ -206,7 +205,7 @@ def srresnet_step_flops(patch: int = 96) -> float:
 def device_label(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    from srgan.train import cpu_model_name
+    from srgan.checkpoint import cpu_model_name
 
     return f"CPU {cpu_model_name()}, {torch.get_num_threads()} torch threads"
 
@@ -227,7 +226,7 @@ def replace_section(path: Path, section: str) -> None:
 
 def run_bench(args: argparse.Namespace) -> str:
     from srgan.imresize import imresize
-    from srgan.train import git_commit
+    from srgan.checkpoint import git_commit
 
     device = parse_device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.threads:
@@ -248,7 +247,7 @@ def run_bench(args: argparse.Namespace) -> str:
         "",
     ]
 
-    from srgan.train import bf16_supported
+    from srgan.checkpoint import bf16_supported
 
     size = 8192 if cuda else 2048
     bf16 = bf16_supported(device)

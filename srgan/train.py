@@ -17,20 +17,18 @@ checkpoint: model, optimizers, step (the learning-rate schedule is a function of
 Under torchrun every rank holds all training images and draws its batches with its own RNG
 stream (seed + rank), so the ranks see different patches; gradients are averaged by DDP, and
 rank 0 alone validates, logs and writes files.
+
+This module holds the options, one training step and the loop; ``srgan.checkpoint`` the run
+folder (checkpoint, resume, log, metadata) and ``srgan.distributed`` the multi-GPU setup.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import datetime as dt
-import hashlib
 import math
-import os
-import platform
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -40,9 +38,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
+from tqdm import tqdm
 
+from srgan import distributed
+from srgan.checkpoint import (
+    Progress,
+    TrainingSetupError,
+    append_log,
+    bf16_supported,
+    device_name,
+    parameter_hash,
+    restore_checkpoint,
+    rng_state,
+    run_metadata,
+    save_checkpoint,
+    truncate_log,
+)
 from srgan.data import (
     PatchSampler,
     TrainingDataError,
@@ -53,7 +65,6 @@ from srgan.data import (
 from srgan.install import InstallError, install, read_generator_file
 from srgan.losses import (
     GeneratorLoss,
-    LossSpec,
     LossSpecError,
     discriminator_fake_loss,
     discriminator_real_loss,
@@ -61,6 +72,7 @@ from srgan.losses import (
 )
 from srgan.models import Discriminator, SRResNet, to_unit_range
 from srgan.vgg import MissingVGGWeightsError
+from srgan.weights import save_weights
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,17 +84,9 @@ STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
               "init": "srresnet_x4"},
 }
 SCHEDULES = ("constant", "step", "cosine")
-CSV_COLUMNS = (
-    "step", "patches_seen", "loss_g", "loss_mse", "loss_vgg22", "loss_vgg54", "loss_gan", "loss_d",
-    "d_real", "d_fake", "lr", "patches_per_s", "val_psnr",
-)  # fmt: skip
 # --fit-minutes: steps before timing starts (cuDNN autotuning, allocator warm-up) and steps timed.
 FIT_WARMUP_STEPS, FIT_TIMED_STEPS = 20, 40
 FIT_SAFETY = 0.92  # share of the measured rate planned on: validation and logging also take time
-
-
-class TrainingSetupError(RuntimeError):
-    """A run that cannot start as asked; the message says why."""
 
 
 # ----------------------------------------------------------------------------- options
@@ -246,118 +250,7 @@ def ema_update(ema_model: nn.Module, model: nn.Module, *, decay: float) -> None:
             ema_buffer.copy_(buffer)
 
 
-def git_commit() -> str:
-    """The code's commit, '+dirty' when the tree has changes; $SRGAN_GIT_COMMIT where set (the
-    device machine gets a copy of the tree without .git); 'unknown' outside git."""
-    if os.environ.get("SRGAN_GIT_COMMIT"):
-        return os.environ["SRGAN_GIT_COMMIT"]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return commit + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
-    """True where the CPU multiplies bf16 in hardware (AVX512-BF16 or AMX-BF16 flags).
-
-    Without them oneDNN emulates bf16, which gains little over fp32, so we keep fp32.
-    ``cpuinfo`` is the text of /proc/cpuinfo (read when None; absent off Linux: False)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return False
-    for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[-1].split())
-            return bool(flags & {"avx512_bf16", "amx_bf16"})
-    return False
-
-
-def bf16_supported(device: torch.device) -> bool:
-    """Whether bf16 autocast speeds training up on ``device``."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and cpu_has_native_bf16()
-
-
-def cpu_model_name() -> str:
-    """The CPU's model name from /proc/cpuinfo, else what the platform module knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({cpu_model_name()}, {torch.get_num_threads()} threads)"
-
-
-def parameter_hash(module: nn.Module) -> str:
-    digest = hashlib.sha256()
-    for name, p in sorted(module.state_dict().items()):
-        if p.is_floating_point() and "running" not in name:
-            digest.update(name.encode())
-            digest.update(p.detach().float().cpu().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file, then os.replace: a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def truncate_log(path: Path, *, last_step: int) -> None:
-    """Drop CSV rows past ``last_step`` (written after the checkpoint a resumed run starts from)."""
-    if not path.is_file():
-        return
-    with path.open(newline="") as f:
-        rows = [row for row in csv.DictReader(f) if int(row["step"]) <= last_step]
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def append_log(path: Path, row: dict[str, Any]) -> None:
-    new = not path.is_file()
-    with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-        if new:
-            writer.writeheader()
-        writer.writerow({k: row.get(k, "") for k in CSV_COLUMNS})
-
-
 # ----------------------------------------------------------------------------- setup
-
-
-def setup_distributed(device_arg: str | None) -> tuple[int, int, torch.device]:
-    """(rank, world size, device). Under torchrun: NCCL on GPUs, gloo on CPU."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    wanted = device_arg or ("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(wanted)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise TrainingSetupError(f"--device {wanted}: no CUDA device is available")
-        if world > 1 or device.index is None:
-            device = torch.device("cuda", local_rank if world > 1 else 0)
-        torch.cuda.set_device(device)
-    if world > 1:
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return rank, world, device
 
 
 def load_init_generator(init: str, model: SRResNet) -> str:
@@ -384,14 +277,6 @@ def load_init_generator(init: str, model: SRResNet) -> str:
         raise TrainingSetupError(f"--init {init} does not fit this generator "
                                  f"(--num-blocks?): {str(exc).splitlines()[0]}") from None
     return source
-
-
-def gather_object(obj: Any, world: int) -> list[Any]:
-    if world == 1:
-        return [obj]
-    out: list[Any] = [None] * world
-    dist.all_gather_object(out, obj)
-    return out
 
 
 # ----------------------------------------------------------------------------- one step
@@ -459,21 +344,54 @@ def training_step(models: StepModels, lr_batch: Tensor, hr_batch: Tensor, *,
 
 
 def run(args: argparse.Namespace) -> int:
-    rank, world, device = setup_distributed(args.device)
+    rank, world, device = distributed.setup(args.device)
     try:
         args = resolve_options(args, world_size=world)
         return train(args, rank=rank, world=world, device=device)
     finally:
-        if world > 1 and dist.is_initialized():
-            dist.destroy_process_group()
+        distributed.teardown(world)
+
+
+def build_models(args: argparse.Namespace, device: torch.device, world: int, *,
+                 memory_format: torch.memory_format) -> StepModels:
+    """Generator, discriminator (GAN losses), their Adam optimizers and the loss, on ``device``."""
+    if args.sync_bn and device.type != "cuda":
+        raise TrainingSetupError("--sync-bn needs CUDA devices (PyTorch's SyncBatchNorm has no CPU kernel)")
+    generator: nn.Module = SRResNet(num_blocks=args.num_blocks).to(device)
+    discriminator: nn.Module | None = None
+    if args.loss_spec.uses_gan:
+        discriminator = Discriminator(image_size=args.patch).to(device)
+    if world > 1 and args.sync_bn:
+        generator = nn.SyncBatchNorm.convert_sync_batchnorm(generator)
+        if discriminator is not None:
+            discriminator = nn.SyncBatchNorm.convert_sync_batchnorm(discriminator)
+    adam: dict[str, Any] = {"betas": (0.9, 0.999)}
+    if args.fused_adam and device.type in ("cuda", "cpu"):
+        adam["fused"] = True  # one kernel, and no per-parameter read of Adam's step count
+    generator.to(memory_format=memory_format)
+    opt_d = None
+    if discriminator is not None:
+        discriminator.to(memory_format=memory_format)
+        opt_d = torch.optim.Adam(discriminator.parameters(), lr=args.lr, **adam)
+    return StepModels(generator=generator, g_train=generator,
+                      opt_g=torch.optim.Adam(generator.parameters(), lr=args.lr, **adam),
+                      loss_fn=GeneratorLoss(args.loss_spec).to(device=device, memory_format=memory_format),
+                      discriminator=discriminator, d_train=discriminator, opt_d=opt_d)
+
+
+def snapshot_due(step: int, *, total: int, snapshots: int) -> bool:
+    """Whether ``step`` is the first at or past one of ``snapshots`` evenly spaced points of a
+    ``total``-step schedule (the last point is the final step)."""
+    return snapshots > 0 and step * snapshots // total > (step - 1) * snapshots // total
 
 
 def train(args: argparse.Namespace, *, rank: int, world: int, device: torch.device) -> int:
     is_main = rank == 0
     cuda = device.type == "cuda"
-    spec: LossSpec = args.loss_spec
+    spec = str(args.loss_spec)
     out: Path = args.out
     checkpoint_path, log_path = out / "checkpoint.pt", out / "log.csv"
+    resuming = args.resume and checkpoint_path.is_file()
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
     if cuda:
@@ -491,61 +409,19 @@ def train(args: argparse.Namespace, *, rank: int, world: int, device: torch.devi
         print(f"note: {device_name(device)} has no native bf16; training in fp32", file=sys.stderr)
     # channels_last pays on CUDA and in oneDNN's CPU convolutions (here 1.25x in fp32, 1.3x in bf16).
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    generator = SRResNet(num_blocks=args.num_blocks).to(device)
-    init_source = "random"
-    discriminator: Discriminator | None = None
-    if spec.uses_gan:
-        discriminator = Discriminator(image_size=args.patch).to(device)
-    if not (args.resume and checkpoint_path.is_file()):  # a resumed run has its own weights
-        init_source = load_init_generator(args.init, generator)
-    if args.sync_bn and not cuda:
-        raise TrainingSetupError("--sync-bn needs CUDA devices (PyTorch's SyncBatchNorm has no CPU kernel)")
-    if world > 1 and args.sync_bn:
-        generator = nn.SyncBatchNorm.convert_sync_batchnorm(generator)
-        if discriminator is not None:
-            discriminator = nn.SyncBatchNorm.convert_sync_batchnorm(discriminator)
-    generator.to(memory_format=memory_format)
-    loss_fn = GeneratorLoss(spec).to(device=device, memory_format=memory_format)
-
-    adam = {"betas": (0.9, 0.999)}
-    if args.fused_adam and device.type in ("cuda", "cpu"):
-        adam["fused"] = True  # one kernel, and no per-parameter read of Adam's step count
-    opt_g = torch.optim.Adam(generator.parameters(), lr=args.lr, **adam)
-    opt_d = None
-    if discriminator is not None:
-        discriminator.to(memory_format=memory_format)
-        opt_d = torch.optim.Adam(discriminator.parameters(), lr=args.lr, **adam)
-    step, patches_seen, best_val, train_seconds = 0, 0, -math.inf, 0.0
+    models = build_models(args, device, world, memory_format=memory_format)
+    generator, discriminator = models.generator, models.discriminator
+    progress = Progress()
+    if not resuming:  # a resumed run has its own weights
+        progress.init_source = load_init_generator(args.init, generator)
+    trained = {"generator": generator, "opt_g": models.opt_g, "discriminator": discriminator, "opt_d": models.opt_d}
     ema_state = None
-    sized = False  # --fit-minutes: whether args.iterations is the measured schedule yet
-    if args.resume and checkpoint_path.is_file():
-        ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        if ckpt["loss"] != str(spec) or ckpt["num_blocks"] != args.num_blocks:
-            raise TrainingSetupError(f"{checkpoint_path} is a {ckpt['loss']} run with "
-                                     f"{ckpt['num_blocks']} blocks; this run is {spec}, {args.num_blocks}")
-        generator.load_state_dict(ckpt["generator"])
-        opt_g.load_state_dict(ckpt["opt_g"])
-        if discriminator is not None:
-            discriminator.load_state_dict(ckpt["discriminator"])
-            opt_d.load_state_dict(ckpt["opt_d"])
-        ema_state = ckpt.get("ema")
-        if args.fit_minutes is not None and ckpt.get("fit_sized"):
-            args.iterations, sized = ckpt["iterations"], True  # keep the schedule it was sized to
-        step, patches_seen = ckpt["step"], ckpt["patches_seen"]
-        best_val, train_seconds = ckpt["best_val_psnr"], ckpt["train_seconds"]
-        init_source = ckpt.get("init_source", init_source)
-        rng = ckpt["rng"]
-        if rank < len(rng):  # same world size: each rank continues its own streams
-            sampler.load_state_dict(rng[rank]["sampler"])
-            torch.set_rng_state(rng[rank]["torch"])
-            if cuda and rng[rank].get("cuda") is not None:
-                torch.cuda.set_rng_state(rng[rank]["cuda"])
-        else:
-            sampler.generator.manual_seed(args.seed * 1000 + rank + 7919 * step)
+    if resuming:
+        ema_state = restore_checkpoint(checkpoint_path, args=args, spec=spec, modules=trained, sampler=sampler,
+                                       rank=rank, device=device, progress=progress)
         if is_main:
-            truncate_log(log_path, last_step=step)
-            print(f"resumed {checkpoint_path} at step {step}", file=sys.stderr)
-        del ckpt
+            truncate_log(log_path, last_step=progress.step)
+            print(f"resumed {checkpoint_path} at step {progress.step}", file=sys.stderr)
     # The EMA starts from the generator as it stands now (initialised or resumed), not from the
     # random weights it was built with.
     ema_model = None
@@ -553,56 +429,30 @@ def train(args: argparse.Namespace, *, rank: int, world: int, device: torch.devi
         ema_model = copy.deepcopy(generator).eval().requires_grad_(False)
         if ema_state is not None:
             ema_model.load_state_dict(ema_state)
+    kept = ema_model or generator  # what is validated and written
 
-    g_train: nn.Module = generator
-    d_train: nn.Module | None = discriminator
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        ids = [device.index] if cuda else None
-        g_train = DDP(generator, device_ids=ids)
-        if discriminator is not None:
-            d_train = DDP(discriminator, device_ids=ids)
+    models.g_train = distributed.wrap(generator, device, world)
+    models.d_train = distributed.wrap(discriminator, device, world)
     if args.compile:
-        g_train = torch.compile(g_train, mode=args.compile_mode)
+        models.g_train = torch.compile(models.g_train, mode=args.compile_mode)
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
     cuda_graphs = args.compile and cuda and "reduce-overhead" in args.compile_mode
-    models = StepModels(generator=generator, g_train=g_train, opt_g=opt_g, loss_fn=loss_fn,
-                        discriminator=discriminator, d_train=d_train, opt_d=opt_d)
+    patches_per_step = args.batch_size * world
 
     def checkpoint() -> None:
-        rng = {"sampler": sampler.state_dict(), "torch": torch.get_rng_state(),
-               "cuda": torch.cuda.get_rng_state(device) if cuda else None}
-        all_rng = gather_object(rng, world)
-        if not is_main:
-            return
-        atomic_save({
-            "step": step, "patches_seen": patches_seen, "loss": str(spec), "stage": args.stage,
-            "num_blocks": args.num_blocks, "generator": generator.state_dict(),
-            "opt_g": opt_g.state_dict(),
-            "discriminator": discriminator.state_dict() if discriminator is not None else None,
-            "opt_d": opt_d.state_dict() if opt_d is not None else None,
-            "ema": ema_model.state_dict() if ema_model is not None else None,
-            "rng": all_rng, "best_val_psnr": best_val, "train_seconds": train_seconds,
-            "iterations": args.iterations, "fit_sized": sized,
-            "init_source": init_source, "args": {k: str(v) for k, v in vars(args).items()},
-        }, checkpoint_path)
+        all_rng = distributed.gather_object(rng_state(sampler, device), world)
+        if is_main:
+            save_checkpoint(checkpoint_path, progress, args=args, spec=spec,
+                            modules={**trained, "ema": ema_model}, all_rng=all_rng)
 
     def metadata(val_psnr: float, *, completed: bool) -> dict[str, Any]:
-        return {
-            "stage": args.stage, "loss": str(spec), "iterations": step, "target_iterations": args.iterations,
-            "completed": completed, "patches_seen": patches_seen, "batch_size": args.batch_size,
-            "global_batch_size": args.batch_size * world, "world_size": world, "patch": args.patch,
-            "lr": args.lr, "schedule": args.schedule, "ema": args.ema, "bf16": use_bf16,
-            "fit_minutes": args.fit_minutes,
-            "precision": "bf16 autocast" if use_bf16 else "fp32",
-            "memory_format": "channels_last" if memory_format == torch.channels_last else "contiguous",
-            "wall_time_s": round(train_seconds, 1), "device": device_name(device),
-            "data": str(args.data), "train_images": len(train_bank), "val_images": val_images,
-            "val_psnr_y": round(val_psnr, 3), "best_val_psnr_y": round(best_val, 3),
-            "init": init_source, "num_blocks": args.num_blocks, "git_commit": git_commit(),
-            "torch": str(torch.__version__), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        }
+        return run_metadata(args, progress, spec=spec, world=world, device=device, use_bf16=use_bf16,
+                            memory_format=memory_format, train_images=len(train_bank),
+                            val_images=val_images, val_psnr=val_psnr, completed=completed)
+
+    def synchronize() -> None:
+        if cuda:
+            torch.cuda.synchronize(device)
 
     stop = {"signal": False}
 
@@ -610,51 +460,42 @@ def train(args: argparse.Namespace, *, rank: int, world: int, device: torch.devi
         stop["signal"] = True
 
     previous_handlers = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-    from tqdm import tqdm
-
-    bar = tqdm(total=args.iterations, initial=step, disable=not (is_main and args.progress),
+    bar = tqdm(total=args.iterations, initial=progress.step, disable=not (is_main and args.progress),
                dynamic_ncols=True, desc=args.stage)
     sums: dict[str, Tensor] = {}
     interval_steps, interval_start = 0, time.perf_counter()
-    run_start = time.perf_counter() - train_seconds
-    session_start = time.perf_counter()
-    last_checkpoint = time.perf_counter()
+    run_start = time.perf_counter() - progress.train_seconds
+    session_start = last_checkpoint = time.perf_counter()
     val_psnr = math.nan
     timed_out = False
-    loop_start_step, fit_t0 = step, 0.0
-
-    def synchronize() -> None:
-        if cuda:
-            torch.cuda.synchronize(device)
+    loop_start_step, fit_t0 = progress.step, 0.0
 
     generator.train()
     if discriminator is not None:
         discriminator.train()
-    while step < args.iterations:
-        lr = lr_at(step, base_lr=args.lr, schedule=args.schedule, total_steps=args.iterations)
-        for opt in (opt_g, opt_d):
+    while progress.step < args.iterations:
+        lr = lr_at(progress.step, base_lr=args.lr, schedule=args.schedule, total_steps=args.iterations)
+        for opt in (models.opt_g, models.opt_d):
             if opt is not None:
                 for group in opt.param_groups:
                     group["lr"] = lr
         if cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
         lr_batch, hr_batch = sampler.sample(args.batch_size)
-        lr_batch = lr_batch.contiguous(memory_format=memory_format)
-        hr_batch = hr_batch.contiguous(memory_format=memory_format)
-
-        losses = training_step(models, lr_batch, hr_batch, autocast=autocast)
+        losses = training_step(models, lr_batch.contiguous(memory_format=memory_format),
+                               hr_batch.contiguous(memory_format=memory_format), autocast=autocast)
         if ema_model is not None:
             ema_update(ema_model, generator, decay=args.ema)
 
-        step += 1
-        patches_seen += args.batch_size * world
+        progress.step += 1
+        step = progress.step
+        progress.patches_seen += patches_per_step
         interval_steps += 1
         for key, value in losses.items():
             sums[key] = sums.get(key, 0) + value
         bar.update(1)
 
-        if args.fit_minutes is not None and not sized:
+        if args.fit_minutes is not None and not progress.sized:
             # Size the schedule from the step rate measured after a warm-up (two syncs in all).
             if step == loop_start_step + FIT_WARMUP_STEPS:
                 synchronize()
@@ -664,56 +505,43 @@ def train(args: argparse.Namespace, *, rank: int, world: int, device: torch.devi
                 now = time.perf_counter()
                 steps_per_s = FIT_TIMED_STEPS / (now - fit_t0)
                 left_s = args.fit_minutes * 60 - (now - session_start)
-                planned = torch.tensor([max(step + 1, step + int(steps_per_s * left_s * FIT_SAFETY))])
-                if world > 1:
-                    planned = planned.to(device)
-                    dist.all_reduce(planned, op=dist.ReduceOp.MIN)
-                args.iterations, sized = int(planned), True
+                planned = max(step + 1, step + int(steps_per_s * left_s * FIT_SAFETY))
+                args.iterations = distributed.min_over_ranks(planned, world, device)
+                progress.sized = True
                 bar.total = args.iterations
                 if is_main:
-                    print(f"--fit-minutes {args.fit_minutes:g}: {steps_per_s * args.batch_size * world:.0f} "
+                    print(f"--fit-minutes {args.fit_minutes:g}: {steps_per_s * patches_per_step:.0f} "
                           f"patches/s measured; schedule sized to {args.iterations} steps "
-                          f"({args.iterations * args.batch_size * world} patches)", file=sys.stderr)
+                          f"({args.iterations * patches_per_step} patches)", file=sys.stderr)
 
         validate_now = step % args.val_every == 0 or step == args.iterations
-        if step % args.log_every == 0 or validate_now or step == args.iterations:
+        if step % args.log_every == 0 or validate_now:
             row = {k: f"{float(v) / interval_steps:.6g}" for k, v in sums.items()}
             elapsed = time.perf_counter() - interval_start  # float() above synchronised the GPU
-            row.update(step=step, patches_seen=patches_seen, lr=f"{lr:.3g}",
-                       patches_per_s=f"{interval_steps * args.batch_size * world / elapsed:.1f}")
+            row.update(step=step, patches_seen=progress.patches_seen, lr=f"{lr:.3g}",
+                       patches_per_s=f"{interval_steps * patches_per_step / elapsed:.1f}")
             if validate_now and is_main:
-                val_psnr = validate(ema_model or generator, val_lr, val_hr)
+                val_psnr = validate(kept, val_lr, val_hr)
                 row["val_psnr"] = f"{val_psnr:.3f}"
-                if val_psnr > best_val:
-                    best_val = val_psnr
-                    from srgan.weights import save_weights
-
-                    save_weights(ema_model or generator, out / "best_generator.pt",
-                                 metadata(val_psnr, completed=False))
+                if val_psnr > progress.best_val:
+                    progress.best_val = val_psnr
+                    save_weights(kept, out / "best_generator.pt", metadata(val_psnr, completed=False))
             if is_main:
                 append_log(log_path, row)
                 bar.set_postfix(loss=row["loss_g"], patches_s=row["patches_per_s"], val=row.get("val_psnr", "-"))
             sums, interval_steps, interval_start = {}, 0, time.perf_counter()
 
-        if args.snapshots and is_main and (sized or args.fit_minutes is None) and \
-                step * args.snapshots // args.iterations > (step - 1) * args.snapshots // args.iterations:
-            from srgan.weights import save_weights
+        if is_main and (progress.sized or args.fit_minutes is None) and \
+                snapshot_due(step, total=args.iterations, snapshots=args.snapshots):
+            save_weights(kept, out / "snapshots" / f"step{step:07d}.pt",
+                         metadata(validate(kept, val_lr, val_hr), completed=False), dtype=torch.float16)
 
-            snapshot_model = ema_model or generator
-            save_weights(snapshot_model, out / "snapshots" / f"step{step:07d}.pt",
-                         metadata(validate(snapshot_model, val_lr, val_hr), completed=False),
-                         dtype=torch.float16)
-
-        train_seconds = time.perf_counter() - run_start
+        progress.train_seconds = time.perf_counter() - run_start
         stop_now = stop["signal"] or (args.max_minutes is not None
                                       and time.perf_counter() - session_start > args.max_minutes * 60)
         checkpoint_due = time.perf_counter() - last_checkpoint > args.checkpoint_minutes * 60
-        if world > 1:
-            # The same decisions on every rank (both involve collectives); a single process
-            # decides on the host, with no device read per step.
-            flags = torch.tensor([float(stop_now), float(checkpoint_due)], device=device)
-            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-            stop_now, checkpoint_due = bool(flags[0]), bool(flags[1])
+        # The same decisions on every rank: both lead to collectives.
+        stop_now, checkpoint_due = distributed.any_rank([stop_now, checkpoint_due], world, device)
         if stop_now:
             timed_out = True
             break
@@ -724,18 +552,14 @@ def train(args: argparse.Namespace, *, rank: int, world: int, device: torch.devi
     for sig, handler in previous_handlers.items():
         signal.signal(sig, handler)
 
-    train_seconds = time.perf_counter() - run_start
+    progress.train_seconds = time.perf_counter() - run_start
     checkpoint()
-    completed = step >= args.iterations
+    completed = progress.step >= args.iterations
     if is_main:
-        final_model = ema_model or generator
         if math.isnan(val_psnr) or not completed:
-            val_psnr = validate(final_model, val_lr, val_hr)
-        from srgan import weights
-
+            val_psnr = validate(kept, val_lr, val_hr)
         name = f"{args.stage}_x4"
-        meta = metadata(val_psnr, completed=completed)
-        final_path = weights.save_weights(final_model, out / f"{name}.pt", meta)
+        final_path = save_weights(kept, out / f"{name}.pt", metadata(val_psnr, completed=completed))
         if args.install and completed:
             try:
                 installed, _ = install(final_path, name)
@@ -743,7 +567,7 @@ def train(args: argparse.Namespace, *, rank: int, world: int, device: torch.devi
             except InstallError as exc:
                 print(f"not installed: {exc}", file=sys.stderr)
         state = "stopped early (time box/signal)" if timed_out else "done"
-        print(f"{state}: step {step}/{args.iterations}, {patches_seen} patches, val PSNR-Y "
+        print(f"{state}: step {progress.step}/{args.iterations}, {progress.patches_seen} patches, val PSNR-Y "
               f"{val_psnr:.2f} dB; weights {final_path}; resume with --resume --out {out}",
               file=sys.stderr)
     if args.param_hash_dir is not None:

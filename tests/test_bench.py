@@ -20,7 +20,7 @@ from srgan.bench import (
 )
 from srgan.inference import tiled_forward
 from srgan.models import SRResNet
-from srgan.train import cpu_has_native_bf16
+from srgan.checkpoint import cpu_has_native_bf16
 
 
 def test_conv_flops_hand_count() -> None:

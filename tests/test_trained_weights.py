@@ -16,7 +16,8 @@ from srgan.images import pil_to_tensor, tensor_to_array
 from srgan.inference import Upscaler, bicubic_upscale_tensor, downscale
 from srgan.metrics import psnr_y
 from srgan.models import SRResNet
-from srgan.train import cpu_has_native_bf16, main as train_main
+from srgan.checkpoint import cpu_has_native_bf16
+from srgan.train import main as train_main
 from srgan.upscale import main as upscale_main
 
 PACKAGE_SRRESNET = weights.PACKAGE_WEIGHTS_DIR / "srresnet_x4.pt"
