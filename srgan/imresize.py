@@ -55,7 +55,7 @@ def _weights_cpu(in_len: int, out_len: int, scale: float, antialias: bool) -> Te
     return matrix
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=16)  # training uses four; a demo sees many sizes, so keep the memory bounded
 def _weights_on(in_len: int, out_len: int, scale: float, antialias: bool, device: torch.device,
                 dtype: torch.dtype) -> Tensor:
     # Cached per device: a training batch would otherwise pay two blocking host-to-device copies.
