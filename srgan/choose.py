@@ -30,10 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from srgan.data import TrainingDataError, decode_rgb, default_train_folder, list_images, split_train_val
+from srgan.data import TrainingDataError, decode_rgb, default_train_folder, degrade, list_images, split_train_val
 from srgan.images import tensor_to_array
-from srgan.imresize import imresize
-from srgan.inference import upscale_tensor
+from srgan.inference import bicubic_upscale_tensor, upscale_tensor
 from srgan.install import InstallError, read_generator_file
 from srgan.metrics import psnr_cbcr, psnr_y
 from srgan.niqe import niqe
@@ -59,8 +58,8 @@ def held_out_pairs(folder: Path, *, crop: int) -> list[tuple[np.ndarray, torch.T
         h, w = (min(crop, s) // 4 * 4 for s in hr.shape[:2])
         top, left = (hr.shape[0] - h) // 2, (hr.shape[1] - w) // 2
         hr = np.ascontiguousarray(hr[top : top + h, left : left + w])
-        lr = imresize(torch.from_numpy(hr).permute(2, 0, 1)[None].float() / 255, scale=1 / 4)
-        pairs.append((hr, lr.clamp(0, 1).mul(255).round().div(255)))
+        lr, _ = degrade(torch.from_numpy(hr).permute(2, 0, 1)[None])  # as the trainer makes LR
+        pairs.append((hr, lr))
     return pairs
 
 
@@ -117,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with torch.inference_mode():
         ref = score(run(reference), pairs)
-        bicubic = score(lambda lr: tensor_to_array(imresize(lr, scale=4).clamp(0, 1)), pairs)
+        bicubic = score(lambda lr: tensor_to_array(bicubic_upscale_tensor(lr)), pairs)
         hr_niqe = float(np.mean([niqe(hr) for hr, _ in pairs]))
         candidates = []
         for name, model in models.items():

@@ -123,6 +123,14 @@ def ssim_y(sr: np.ndarray, hr: np.ndarray, *, border: int = 4) -> float:
 _CBCR_WEIGHTS = np.array([[-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]]).T / 255.0
 
 
+def rgb_to_cbcr(image: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3) RGB -> float64 (H, W, 2) BT.601 chroma offsets (Cb, Cr) from 128."""
+    rgb = np.asarray(image, dtype=np.float64)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) RGB image, got shape {rgb.shape}")
+    return rgb @ _CBCR_WEIGHTS
+
+
 def psnr_cbcr(sr: np.ndarray, hr: np.ndarray, *, border: int = 4) -> float:
     """PSNR (dB) of the BT.601 chroma planes (Cb and Cr together) of two uint8 RGB images.
 
@@ -132,6 +140,4 @@ def psnr_cbcr(sr: np.ndarray, hr: np.ndarray, *, border: int = 4) -> float:
     if sr.ndim != 3 or hr.ndim != 3 or sr.shape != hr.shape:
         raise ValueError(f"psnr_cbcr needs two RGB images of one size, got {sr.shape} and {hr.shape}")
     cut = (slice(border, -border), slice(border, -border)) if border else (slice(None), slice(None))
-    out = sr[cut].astype(np.float64) @ _CBCR_WEIGHTS
-    ref = hr[cut].astype(np.float64) @ _CBCR_WEIGHTS
-    return psnr(out, ref)
+    return psnr(rgb_to_cbcr(sr[cut]), rgb_to_cbcr(hr[cut]))
