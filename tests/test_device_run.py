@@ -43,8 +43,9 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def run_device_script(shared: Path, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OUT": str(out), "SRGAN_SHARED_DATA": str(shared), "SRGAN_GIT_COMMIT": "abc123"}
+def run_device_script(shared: Path, out: Path, *args: str, **env_extra: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OUT": str(out), "SRGAN_SHARED_DATA": str(shared), "SRGAN_GIT_COMMIT": "abc123",
+           **env_extra}
     return subprocess.run(["bash", str(ROOT / "scripts" / "device_train.sh"), *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
 
@@ -56,11 +57,18 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 def test_device_script_dry_run_returns_weights_logs_and_snapshots(photos: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = run_device_script(photos, out, "--deadline", "240", "srgan:0.2", "srresnet:0.08", "--", *TINY)
+    # A part size under the tiny snapshots' total: the split path that a real run's six fp16
+    # snapshots (19 MB, over the device tool's 16 MiB a file) take.
+    part_kib = 700
+    result = run_device_script(photos, out, "--deadline", "240", "srgan:0.2", "srresnet:0.08", "--", *TINY,
+                               SRGAN_OUT_PART_KIB=str(part_kib))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert sorted(p.name for p in out.iterdir()) == [
-        "device.log", "srgan_log.csv", "srgan_snapshots.tar", "srgan_x4.pt", "srresnet_log.csv", "srresnet_x4.pt"]
-    assert all(p.stat().st_size < 16 * 2**20 for p in out.iterdir())  # what the device tool returns
+    parts = sorted(out.glob("srgan_snapshots.tar.part*"))
+    assert len(parts) >= 2 and all(p.stat().st_size <= part_kib * 1024 for p in parts)
+    assert sorted(p.name for p in out.iterdir() if p not in parts) == [
+        "device.log", "srgan_log.csv", "srgan_x4.pt", "srresnet_log.csv", "srresnet_x4.pt"]
+    assert len(list(out.iterdir())) <= 8  # what the device tool returns
+    (tmp_path / "srgan_snapshots.tar").write_bytes(b"".join(p.read_bytes() for p in parts))
     log = (out / "device.log").read_text()
     assert "--fit-minutes 0.2" in log and "schedule sized to" in log
     for stage in ("srgan", "srresnet"):
@@ -75,13 +83,13 @@ def test_device_script_dry_run_returns_weights_logs_and_snapshots(photos: Path, 
     assert gan_rows[-1]["lr"] == "1e-05"  # the paper's step schedule reached its second half
     for column in ("d_real", "d_fake"):
         assert all(0.0 <= float(r[column]) <= 1.0 for r in gan_rows)
-    with tarfile.open(out / "srgan_snapshots.tar") as tar:
+    with tarfile.open(tmp_path / "srgan_snapshots.tar") as tar:
         names = sorted(m.name for m in tar.getmembers() if m.isfile())
         tar.extractall(tmp_path / "snap", filter="data")
-    # 4 evenly spaced points of the sized schedule (those before it was sized, 60 steps in, are
+    # 6 evenly spaced points of the sized schedule (those before it was sized, 60 steps in, are
     # skipped: a GPU schedule is thousands of steps), the last one the final step.
     steps = [int(name[-10:-3]) for name in names]
-    assert 1 <= len(steps) <= 4 and steps[-1] == int(gan_rows[-1]["step"]) and min(steps) >= 60
+    assert 1 <= len(steps) <= 6 and steps[-1] == int(gan_rows[-1]["step"]) and min(steps) >= 60
     last = torch.load(tmp_path / "snap" / names[-1], map_location="cpu", weights_only=True)
     assert last["meta"]["storage_dtype"] == "float16"
 
