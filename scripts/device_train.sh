@@ -58,7 +58,7 @@ pack_snapshots() {  # RUN_FOLDER NAME: the snapshots as one tar in $OUT, or as p
     mv "$tarball" "$OUT/$2"
   else  # the device tool silently leaves out files over 16 MiB: six snapshots were lost that way
     split -b "${part_kib}K" -d -a 1 "$tarball" "$OUT/$2.part" && rm -f "$tarball"
-    say "$2 is $(($(du -k "$OUT/$2".part* | awk '{ s += $1 } END { print s }') / 1024)) MiB: in parts; join with cat $2.part* > $2"
+    say "$2 over ${part_kib} KiB: in $(ls "$OUT/$2".part* | wc -l) parts; join with cat $2.part* > $2"
   fi
 }
 
