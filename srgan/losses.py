@@ -11,6 +11,15 @@ paper's Table 1 is one option away. Terms:
   scale of the pixel MSE.
 - GAN: the generator's adversarial loss -log D(G(I_LR)), written with BCE-with-logits so it
   is numerically stable for any logit.
+
+Two terms not in the paper, for the brightness drift of VGG54 + GAN (each image's mean free to
+move by a few grey levels, since neither term pins it):
+
+- LF: pixel MSE between SR and HR after both are averaged over 16x16 blocks: only the lowest
+  frequencies (brightness, colour over a region), nothing of the texture within a block.
+- LR: pixel MSE between SR and HR after both are shrunk 4x the way the LR inputs were made
+  (MATLAB bicubic): consistency with the input over the whole LR band. Stricter than LF, it
+  also damps the texture the GAN adds (aliased into the LR band when shrunk).
 """
 
 from __future__ import annotations
@@ -23,8 +32,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from srgan.imresize import imresize
+
 CONTENT_TERMS = ("MSE", "VGG22", "VGG54")
-TERM_NAMES = (*CONTENT_TERMS, "GAN")
+TERM_NAMES = (*CONTENT_TERMS, "LF", "LR", "GAN")
+LR_SCALE = 4  # the LR term compares SR and HR at the training data's LR size
+LF_BLOCK = 16  # the LF term compares 16x16 block means
 
 # The paper rescales VGG feature maps by 1/12.75 (Sec. 2.2.1).
 VGG_FEATURE_SCALE = 1 / 12.75
@@ -67,8 +80,8 @@ def parse_loss_spec(text: str) -> LossSpec:
     """Parse ``"1*VGG54+1e-3*GAN"`` into a ``LossSpec``; ``LossSpecError`` on anything else.
 
     Rules: terms joined by '+', each ``WEIGHT*NAME`` with a positive finite weight and NAME one
-    of MSE, VGG22, VGG54, GAN (case-insensitive), each name at most once, and at least one
-    content term (MSE/VGG22/VGG54): the adversarial loss alone does not define a SR target.
+    of MSE, VGG22, VGG54, LF, LR, GAN (case-insensitive), each name at most once, and at least one
+    content term (MSE/VGG22/VGG54): the adversarial, LF and LR losses alone do not define a SR target.
     """
     if not isinstance(text, str) or not text.strip():
         raise LossSpecError("empty loss spec; write e.g. '1*MSE' or '1*VGG54+1e-3*GAN'")
@@ -106,6 +119,16 @@ def parse_loss_spec(text: str) -> LossSpec:
 
 def pixel_mse(sr: Tensor, hr: Tensor) -> Tensor:
     return F.mse_loss(sr.float(), hr.float())
+
+
+def low_frequency_mse(sr: Tensor, hr: Tensor, block: int = LF_BLOCK) -> Tensor:
+    """MSE between the ``block`` x ``block`` means of SR and HR (sides divisible by ``block``)."""
+    return F.mse_loss(F.avg_pool2d(sr.float(), block), F.avg_pool2d(hr.float(), block))
+
+
+def lr_consistency_mse(sr: Tensor, hr: Tensor, scale: int = LR_SCALE) -> Tensor:
+    """MSE between SR and HR shrunk by ``scale`` with MATLAB's bicubic (the LR inputs' maker)."""
+    return F.mse_loss(imresize(sr.float(), scale=1 / scale), imresize(hr.float(), scale=1 / scale))
 
 
 def vgg_content_loss(vgg: nn.Module, sr: Tensor, hr: Tensor) -> Tensor:
@@ -156,6 +179,10 @@ class GeneratorLoss(nn.Module):
     def content_term(self, name: str, sr: Tensor, hr: Tensor) -> Tensor:
         if name == "MSE":
             return pixel_mse(sr, hr)
+        if name == "LR":
+            return lr_consistency_mse(sr, hr)
+        if name == "LF":
+            return low_frequency_mse(sr, hr)
         return vgg_content_loss(self.vgg[name], sr, hr)
 
     def forward(
@@ -169,7 +196,7 @@ class GeneratorLoss(nn.Module):
                 if fake_logits is None:
                     raise ValueError(f"loss {self.spec} has a GAN term: pass the discriminator's logits")
                 value = adversarial_loss(fake_logits)
-            else:
+            else:  # content terms, LF and LR
                 value = self.content_term(term.name, sr, hr)
             total = total + term.weight * value
             parts[term.name] = value.detach()

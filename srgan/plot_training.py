@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-LOSS_COLUMNS = ("loss_g", "loss_mse", "loss_vgg22", "loss_vgg54", "loss_gan", "loss_d")
+LOSS_COLUMNS = ("loss_g", "loss_mse", "loss_vgg22", "loss_vgg54", "loss_lf", "loss_lr", "loss_gan", "loss_d")
 
 
 def read_log(path: Path) -> dict[str, list[tuple[int, float]]]:

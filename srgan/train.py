@@ -64,6 +64,7 @@ from srgan.data import (
 )
 from srgan.install import InstallError, install, read_generator_file
 from srgan.losses import (
+    LF_BLOCK,
     GeneratorLoss,
     LossSpecError,
     discriminator_fake_loss,
@@ -174,6 +175,9 @@ def resolve_options(args: argparse.Namespace, *, world_size: int = 1) -> argpars
         raise TrainingSetupError(f"--patch must divide by 4, got {args.patch}")
     if args.loss_spec.uses_gan and args.patch % 16:
         raise TrainingSetupError(f"the discriminator needs --patch divisible by 16, got {args.patch}")
+    if any(t.name == "LF" for t in args.loss_spec.terms) and args.patch % LF_BLOCK:
+        raise TrainingSetupError(f"the LF loss compares {LF_BLOCK}x{LF_BLOCK} block means: --patch must divide "
+                                 f"by {LF_BLOCK}, got {args.patch}")
     if args.patches is not None:
         args.iterations = math.ceil(args.patches / (args.batch_size * world_size))
     elif args.iterations is None:

@@ -16,6 +16,7 @@ from srgan.losses import (
     LossTerm,
     adversarial_loss,
     discriminator_loss,
+    lr_consistency_mse,
     parse_loss_spec,
     pixel_mse,
     vgg_content_loss,
@@ -62,6 +63,7 @@ def test_loss_spec_weights() -> None:
         ("-1*MSE", "positive"),
         ("1.2.3*MSE", "not a number"),
         ("1e-3*GAN", "no content term"),
+        ("10*LR+1e-3*GAN", "no content term"),  # consistency with the input alone has no target
     ],
 )
 def test_bad_loss_specs_get_clear_errors(text: str, message: str) -> None:
@@ -109,6 +111,22 @@ def test_generator_loss_sums_weighted_terms() -> None:
     assert total.item() == pytest.approx(expected.item(), rel=1e-6)
     with pytest.raises(ValueError, match="discriminator"):
         loss(sr, hr)  # a GAN term without logits
+
+
+def test_lr_term_sees_brightness_and_not_fine_detail() -> None:
+    """The LR term compares SR and HR at the LR inputs' size: a brightness offset of c costs c^2
+    in full, detail above the LR band (a one-pixel checkerboard) almost nothing."""
+    torch.manual_seed(0)
+    hr = torch.rand(2, 3, 32, 32) * 1.6 - 0.8
+    assert lr_consistency_mse(hr, hr).item() == 0.0
+    assert lr_consistency_mse(hr + 0.1, hr).item() == pytest.approx(0.01, rel=1e-4)
+    checker = (torch.arange(32)[:, None] + torch.arange(32)[None, :]) % 2 * 0.2 - 0.1
+    assert lr_consistency_mse(hr + checker, hr).item() < 1e-3 * 0.01
+    assert pixel_mse(hr + checker, hr).item() == pytest.approx(0.01, rel=1e-4)
+    spec = parse_loss_spec("1*VGG54+1e-3*GAN+10*LR")
+    assert [t.name for t in spec.content_terms] == ["VGG54"] and spec.adversarial_weight == pytest.approx(1e-3)
+    total, parts = GeneratorLoss("1*MSE+10*LR")(hr + 0.1, hr)
+    assert set(parts) == {"MSE", "LR"} and total.item() == pytest.approx(0.01 + 10 * 0.01, rel=1e-4)
 
 
 # --------------------------------------------------------------------------- VGG19
