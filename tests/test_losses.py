@@ -16,6 +16,7 @@ from srgan.losses import (
     LossTerm,
     adversarial_loss,
     discriminator_loss,
+    low_frequency_mse,
     lr_consistency_mse,
     parse_loss_spec,
     pixel_mse,
@@ -111,6 +112,18 @@ def test_generator_loss_sums_weighted_terms() -> None:
     assert total.item() == pytest.approx(expected.item(), rel=1e-6)
     with pytest.raises(ValueError, match="discriminator"):
         loss(sr, hr)  # a GAN term without logits
+
+
+def test_lf_term_sees_only_block_means() -> None:
+    torch.manual_seed(0)
+    hr = torch.rand(2, 3, 32, 32) * 1.6 - 0.8
+    assert low_frequency_mse(hr + 0.1, hr).item() == pytest.approx(0.01, rel=1e-4)
+    checker = (torch.arange(32)[:, None] + torch.arange(32)[None, :]) % 2 * 0.2 - 0.1
+    assert low_frequency_mse(hr + checker, hr).item() < 1e-12  # every 16x16 block's mean is unchanged
+    ramp = torch.zeros(1, 3, 32, 32)
+    ramp[..., :16] = 0.2  # the left blocks brighter: a drift over a region
+    assert low_frequency_mse(hr[:1] + ramp, hr[:1]).item() == pytest.approx(0.02, rel=1e-4)
+    assert [t.name for t in parse_loss_spec("1*VGG54+1e-3*GAN+10*LF").terms] == ["VGG54", "GAN", "LF"]
 
 
 def test_lr_term_sees_brightness_and_not_fine_detail() -> None:
