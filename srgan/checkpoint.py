@@ -195,7 +195,7 @@ def run_metadata(args: Any, progress: Progress, *, spec: str, world: int, device
         "stage": args.stage, "loss": spec, "iterations": progress.step, "target_iterations": args.iterations,
         "completed": completed, "patches_seen": progress.patches_seen, "batch_size": args.batch_size,
         "global_batch_size": args.batch_size * world, "world_size": world, "patch": args.patch,
-        "lr": args.lr, "schedule": args.schedule, "ema": args.ema, "bf16": use_bf16,
+        "lr": args.lr, "schedule": args.schedule, "ema": args.ema, "d_warmup": getattr(args, "d_warmup", 0), "bf16": use_bf16,
         "fit_minutes": args.fit_minutes,
         "precision": "bf16 autocast" if use_bf16 else "fp32",
         "memory_format": "channels_last" if memory_format == torch.channels_last else "contiguous",

@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, default=100, help="steps between CSV rows")
     p.add_argument("--val-every", type=int, default=1000, help="steps between validations")
     p.add_argument("--val-patch", type=int, default=128, help="HR side of the validation crops")
+    p.add_argument("--d-warmup", type=int, default=0, metavar="STEPS",
+                   help="first STEPS steps train the discriminator only: a fresh D beside a trained G "
+                        "(fine-tuning an SRGAN) would otherwise give G no useful adversarial signal at first")
     p.add_argument("--ema", type=float, default=0.0, help="EMA decay of the generator (0: off)")
     p.add_argument("--snapshots", type=int, default=0,
                    help="also save the generator (fp16) at N evenly spaced points of the schedule, "
@@ -168,6 +171,10 @@ def resolve_options(args: argparse.Namespace, *, world_size: int = 1) -> argpars
             raise TrainingSetupError("--fit-minutes must be positive")
     if args.snapshots < 0:
         raise TrainingSetupError("--snapshots must be 0 or more")
+    if args.d_warmup < 0:
+        raise TrainingSetupError("--d-warmup must be 0 or more")
+    if args.d_warmup and not args.loss_spec.uses_gan:
+        raise TrainingSetupError("--d-warmup trains the discriminator: it needs a GAN term (--stage srgan)")
     for name in ("batch_size", "patch", "log_every", "val_every", "num_blocks"):
         if getattr(args, name) <= 0:
             raise TrainingSetupError(f"--{name.replace('_', '-')} must be positive")
@@ -301,14 +308,15 @@ class StepModels:
 
 
 def training_step(models: StepModels, lr_batch: Tensor, hr_batch: Tensor, *,
-                  autocast: Callable[[], Any] = nullcontext) -> dict[str, Tensor]:
+                  autocast: Callable[[], Any] = nullcontext, train_generator: bool = True) -> dict[str, Tensor]:
     """One update: with a discriminator, D on (HR, detached SR) then G; else G alone.
+    ``train_generator=False`` updates D only (G's losses are still computed, for the log).
     Returns each loss, detached (tensors: reading them would sync a GPU)."""
     m = models
     # Gradients cleared before the forward: under CUDA graphs (compile's reduce-overhead) the
     # graph's outputs must not be touched by the previous step's backward.
     m.opt_g.zero_grad(set_to_none=True)
-    with autocast():
+    with autocast(), torch.set_grad_enabled(train_generator and torch.is_grad_enabled()):
         sr = m.g_train(lr_batch)
     losses: dict[str, Tensor] = {}
     fake_logits = None
@@ -334,10 +342,11 @@ def training_step(models: StepModels, lr_batch: Tensor, hr_batch: Tensor, *,
         m.discriminator.requires_grad_(False)
         with autocast():
             fake_logits = m.discriminator(sr)
-    with autocast():
+    with autocast(), torch.set_grad_enabled(train_generator and torch.is_grad_enabled()):
         loss_g, parts = m.loss_fn(sr, hr_batch, fake_logits)
-    loss_g.backward()
-    m.opt_g.step()
+    if train_generator:
+        loss_g.backward()
+        m.opt_g.step()
     losses["loss_g"] = loss_g.detach()
     for name, value in parts.items():
         losses[f"loss_{name.lower()}"] = value
@@ -487,7 +496,8 @@ def train(args: argparse.Namespace, *, rank: int, world: int, device: torch.devi
             torch.compiler.cudagraph_mark_step_begin()
         lr_batch, hr_batch = sampler.sample(args.batch_size)
         losses = training_step(models, lr_batch.contiguous(memory_format=memory_format),
-                               hr_batch.contiguous(memory_format=memory_format), autocast=autocast)
+                               hr_batch.contiguous(memory_format=memory_format), autocast=autocast,
+                               train_generator=progress.step >= args.d_warmup)
         if ema_model is not None:
             ema_update(ema_model, generator, decay=args.ema)
 

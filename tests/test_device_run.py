@@ -230,3 +230,24 @@ def test_snapshots_are_evenly_spaced_fp16(photos: Path, tmp_path: Path) -> None:
     blob = torch.load(snaps[0], map_location="cpu", weights_only=True)
     assert all(v.dtype == torch.float16 for v in blob["state_dict"].values() if v.is_floating_point())
     assert blob["meta"]["iterations"] == 4 and np.isfinite(blob["meta"]["val_psnr_y"])
+
+
+def test_discriminator_warm_up_leaves_the_generator_untouched(photos: Path) -> None:
+    """--d-warmup: a fresh D beside a trained G is trained alone first; G's weights are not
+    stepped (nor given gradients), while its losses are still reported."""
+    bank, _ = load_training_data(photos / "train")
+    sampler = PatchSampler(bank, patch=32)
+    torch.manual_seed(0)
+    generator, discriminator = SRResNet(num_blocks=2), Discriminator(image_size=32)
+    models = StepModels(generator=generator, g_train=generator, loss_fn=GeneratorLoss("1*MSE+1e-3*GAN+10*LR"),
+                        opt_g=torch.optim.Adam(generator.parameters()), discriminator=discriminator,
+                        d_train=discriminator, opt_d=torch.optim.Adam(discriminator.parameters()))
+    g_before = [p.detach().clone() for p in generator.parameters()]
+    d_before = [p.detach().clone() for p in discriminator.parameters()]
+    losses = training_step(models, *sampler.sample(4), train_generator=False)
+    assert all(torch.equal(a, b) for a, b in zip(g_before, generator.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(d_before, discriminator.parameters()))
+    assert all(p.grad is None for p in generator.parameters())
+    assert {"loss_g", "loss_lr", "loss_gan", "loss_d", "d_real", "d_fake"} <= set(losses)
+    training_step(models, *sampler.sample(4))
+    assert not all(torch.equal(a, b) for a, b in zip(g_before, generator.parameters()))

@@ -142,6 +142,7 @@ def test_sigkill_loses_little_and_resumes(photos: Path, tmp_path: Path) -> None:
         (["--stage", "srgan", "--loss", "1*MSE"], "needs a GAN term"),
         (["--stage", "srgan", "--patch", "24", "--init", "none"], "divisible by 16"),
         (["--loss", "1*MSE+10*LF", "--patch", "40"], "block means: --patch must divide by 16"),
+        (["--d-warmup", "5"], "needs a GAN term"),
         (["--stage", "srgan", "--patch", "32"], "srresnet_x4"),  # no trained SRResNet to start from
         (["--iterations", "5", "--patches", "40"], "not both"),
     ],
