@@ -45,6 +45,15 @@ def test_rule_floor_then_colour_then_niqe() -> None:
         choose(cands[:1], reference_psnr=27.0, floor_db=3.0, colour_margin_db=0.5)
 
 
+def test_rule_leaves_out_a_brightness_drift() -> None:
+    cands = [Candidate("drifting", 25.0, 38.0, 3.5, shift=3.0),  # lowest NIQE, but 3 grey levels off
+             Candidate("steady", 25.2, 38.1, 3.9, shift=0.6),
+             Candidate("slightly_off", 25.1, 38.0, 3.8, shift=1.2)]
+    assert choose(cands, reference_psnr=27.0, floor_db=3.0, colour_margin_db=0.5).name == "steady"
+    assert [c.colour_ok for c in cands] == [False, True, False]
+    assert choose(cands, reference_psnr=27.0, floor_db=3.0, colour_margin_db=0.5, shift_margin=1.0).name == "slightly_off"
+
+
 def test_cli_scores_held_out_photos_and_names_its_choice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from skimage import data
 
@@ -61,12 +70,14 @@ def test_cli_scores_held_out_photos_and_names_its_choice(tmp_path: Path, capsys:
     reference = save_weights(SRResNet(num_blocks=1, channels=8), tmp_path / "ref.pt", {"stage": "srresnet"})
     out_csv = tmp_path / "rows.csv"
     assert main([*map(str, paths), "--data", str(photos), "--reference", str(reference), "--floor-db", "100",
-                 "--crop", "192", "--csv", str(out_csv)]) == 0
+                 "--crop", "192", "--csv", str(out_csv), "--sheet", str(tmp_path / "crops.png")]) == 0
     out = capsys.readouterr().out
     assert "1 held-out photos" in out and "| HR (the originals) |" in out and out.count("| chosen |") == 2  # the header and one row
     chosen = out.strip().splitlines()[-1].removeprefix("chosen: ")
     assert chosen in map(str, paths)
     assert len(out_csv.read_text().splitlines()) == 1 + 3 + 2
+    with Image.open(tmp_path / "crops.png") as sheet:  # bicubic | reference | g0 | g1 | HR, one photo
+        assert sheet.width > 5 * 192 and sheet.height > 192
 
 
 def test_cli_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
