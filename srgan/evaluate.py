@@ -4,9 +4,15 @@
 SSIM (4-pixel border, uint8 outputs), beside the paper's figures. Inputs are
 the MATLAB-made ``LR_bicubic_x4`` images where present (the inputs of the
 paper's baselines), else our MATLAB-compatible downscale of HR. Rows for
-trained models appear once their weights are in the package. NIQE (no
-reference, lower is more natural) is added for Set14 and BSD100 when its
-pristine model is present.
+trained models appear once their weights are in the package. Besides the
+paper's columns:
+
+- NIQE (no reference, lower is more natural) on the authors' standard
+  pristine model, 4-pixel border, as published NIQE values are computed;
+- texture: high-frequency (Laplacian) energy of SR over HR's, summed over a
+  set (1 = as much detail as the original; SRResNet is far under it);
+- colour: the largest per-channel mean difference |SR - HR| in grey levels,
+  averaged over a set's images (a brightness or colour cast).
 """
 
 from __future__ import annotations
@@ -27,12 +33,13 @@ from tqdm import tqdm
 from .images import pil_to_tensor, tensor_to_array
 from .imresize import imresize
 from .inference import Upscaler, bicubic_upscale_tensor, parse_device, upscale_tensor
-from .metrics import psnr_y, ssim_y
+from .metrics import colour_shift, psnr_y, ssim_y, texture_energy
 from .weights import METHOD_WEIGHTS, describe, is_available
 
 ROOT = Path(__file__).resolve().parent.parent
 SETS = ("Set5", "Set14", "BSD100")
-NIQE_SETS = ("Set14", "BSD100")
+NIQE_SETS = SETS
+BORDER = 4  # pixels left out at each edge, for every metric (the paper's convention for PSNR/SSIM)
 
 # The paper's Table 2 (4x, Y channel). Its SSIM came from the daala tools and
 # reads higher than the standard SSIM computed here (see the README).
@@ -58,6 +65,8 @@ class Score:
     psnr: float
     ssim: float
     niqe: float | None = None
+    texture: float = float("nan")  # Laplacian energy of this output (of HR in HR's row)
+    colour: float = float("nan")  # largest per-channel |mean difference| from HR, grey levels
 
 
 def read_uint8(path: Path) -> np.ndarray:
@@ -88,24 +97,25 @@ def super_resolve(method: str, lr: torch.Tensor, upscaler: Upscaler) -> np.ndarr
         return tensor_to_array(out)
     if method == "bicubic":
         return tensor_to_array(bicubic_upscale_tensor(lr))
-    return tensor_to_array(upscale_tensor(upscaler.generator(method), lr, tile=upscaler.tile))
+    return tensor_to_array(upscale_tensor(upscaler.generator(method), lr, tile=upscaler.tile,
+                                          colour_fix=upscaler.colour_fix))
 
 
 def niqe_scorer():
-    """srgan.niqe's scorer when its pristine model exists, else None (with why)."""
+    """srgan.niqe's scorer on the standard model (4-pixel border) when present, else None (with why)."""
     try:
         from . import niqe
-        niqe.load_pristine_model()
+        model = niqe.load_pristine_model("standard")
     except Exception as exc:  # absent module or model: the table goes on without NIQE
         return None, str(exc)
-    return niqe.niqe, ""
+    return (lambda image: niqe.niqe(image, model=model, crop_border=BORDER)), ""
 
 
 def evaluate(
     benchmarks: Path, *, methods: list[str], sets: tuple[str, ...] = SETS, device: str = "cpu",
-    limit: int | None = None, with_niqe: bool = True, keep_images: dict | None = None,
+    limit: int | None = None, with_niqe: bool = True, keep_images: dict | None = None, colour_fix: bool = True,
 ) -> list[Score]:
-    upscaler = Upscaler(device=device, tile=256)
+    upscaler = Upscaler(device=device, tile=256, colour_fix=colour_fix)
     niqe, why = niqe_scorer() if with_niqe else (None, "disabled")
     if with_niqe and niqe is None:
         print(f"NIQE skipped: {why}", file=sys.stderr)
@@ -119,13 +129,15 @@ def evaluate(
         for name in tqdm(names, desc=dataset, unit="img", leave=False):
             hr, lr = load_pair(folder, name)
             use_niqe = niqe is not None and dataset in NIQE_SETS
-            if use_niqe:
-                scores.append(Score("hr", dataset, name, float("nan"), float("nan"), niqe(hr)))
+            hr_texture = texture_energy(hr, border=BORDER)
+            scores.append(Score("hr", dataset, name, float("nan"), float("nan"), niqe(hr) if use_niqe else None,
+                                texture=hr_texture, colour=0.0))
             for method in methods:
                 # A greyscale reference is scored on grey values (srgan.metrics handles it).
                 sr = super_resolve(method, lr, upscaler)
-                score = Score(method, dataset, name, psnr_y(sr, hr), ssim_y(sr, hr),
-                              niqe(sr) if use_niqe else None)
+                score = Score(method, dataset, name, psnr_y(sr, hr, border=BORDER), ssim_y(sr, hr, border=BORDER),
+                              niqe(sr) if use_niqe else None, texture=texture_energy(sr, border=BORDER),
+                              colour=colour_shift(sr, hr, border=BORDER))
                 scores.append(score)
                 if keep_images is not None:
                     keep_images.setdefault((dataset, name), {"hr": hr})[method] = sr
@@ -133,16 +145,24 @@ def evaluate(
 
 
 def summarise(scores: list[Score]) -> dict[tuple[str, str], dict[str, float]]:
+    """Per (method, set): mean PSNR, SSIM, NIQE and colour shift, and the texture ratio
+    (the set's summed Laplacian energy over HR's, so that no near-flat image dominates)."""
     table: dict[tuple[str, str], dict[str, float]] = {}
     groups: dict[tuple[str, str], list[Score]] = {}
+    hr_texture: dict[tuple[str, str], float] = {}
     for s in scores:
         groups.setdefault((s.method, s.dataset), []).append(s)
+        if s.method == "hr":
+            hr_texture[(s.dataset, s.image)] = s.texture
     for key, group in groups.items():
         niqes = [s.niqe for s in group if s.niqe is not None]
+        references = [hr_texture.get((s.dataset, s.image), np.nan) for s in group]
         table[key] = {
             "psnr": float(np.mean([s.psnr for s in group])),
             "ssim": float(np.mean([s.ssim for s in group])),
             "niqe": float(np.mean(niqes)) if niqes else float("nan"),
+            "texture": float(np.sum([s.texture for s in group]) / np.sum(references)),
+            "colour": float(np.mean([s.colour for s in group])),
             "n": len(group),
         }
     return table
@@ -156,7 +176,8 @@ def write_tables(table: dict, methods: list[str], sets: tuple[str, ...], out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "benchmark.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["method", "dataset", "images", "psnr_y", "ssim_y", "niqe", "paper_psnr_y", "paper_ssim_daala"])
+        writer.writerow(["method", "dataset", "images", "psnr_y", "ssim_y", "niqe", "texture_ratio", "colour_shift",
+                         "paper_psnr_y", "paper_ssim_daala"])
         for method in [*methods, "hr"]:
             for dataset in sets:
                 row = table.get((method, dataset))
@@ -164,15 +185,15 @@ def write_tables(table: dict, methods: list[str], sets: tuple[str, ...], out_dir
                     continue
                 paper = PAPER_TABLE2.get(method, {}).get(dataset, (None, None))
                 writer.writerow([method, dataset, row["n"], _fmt(row["psnr"], 4), _fmt(row["ssim"], 4),
-                                 _fmt(row["niqe"], 4), paper[0] or "", paper[1] or ""])
+                                 _fmt(row["niqe"], 4), _fmt(row["texture"], 4), _fmt(row["colour"], 3),
+                                 paper[0] or "", paper[1] or ""])
 
     lines = [
         "# Benchmark: 4x super-resolution, the paper's Table 2",
         "",
         "Y-channel PSNR (dB) / SSIM, 4-pixel border, outputs rounded to uint8; inputs are the",
         "MATLAB-made `LR_bicubic_x4` images. **ours** is measured by this repository,",
-        "**paper** is Ledig et al. (2017), Table 2. NIQE: no-reference naturalness",
-        "(lower is more natural), pristine model fitted on our training photos.",
+        "**paper** is Ledig et al. (2017), Table 2.",
         "",
         "| method | " + " | ".join(f"{d} ours | {d} paper" for d in sets) + " |",
         "|---|" + "---|---|" * len(sets),
@@ -186,13 +207,24 @@ def write_tables(table: dict, methods: list[str], sets: tuple[str, ...], out_dir
             theirs = f"{paper[0]:.2f} / {paper[1]:.4f}" if paper else "–"
             cells += [ours, theirs]
         lines.append(f"| {LABELS.get(method, method)} | " + " | ".join(cells) + " |")
-    niqe_sets = [d for d in sets if any(not np.isnan(table.get((m, d), {}).get("niqe", np.nan)) for m in [*methods, "hr"])]
-    if niqe_sets:
-        lines += ["", "NIQE (lower is more natural):", "",
-                  "| method | " + " | ".join(niqe_sets) + " |", "|---|" + "---|" * len(niqe_sets)]
-        for method in [*methods, "hr"]:
-            cells = [_fmt(table.get((method, d), {}).get("niqe", np.nan), 3) for d in niqe_sets]
-            lines.append(f"| {LABELS.get(method, method)} | " + " | ".join(cells) + " |")
+    has_niqe = any(not np.isnan(table.get((m, d), {}).get("niqe", np.nan)) for m in [*methods, "hr"] for d in sets)
+    lines += [
+        "",
+        "Beyond the paper's columns: **NIQE** (no reference, lower is more natural; the authors' standard",
+        "pristine model, 4-pixel border), **texture** (Laplacian energy of the outputs over HR's, summed",
+        "over the set: 1 is as much fine detail as the original), **colour** (largest per-channel mean",
+        "difference |SR - HR| in grey levels, averaged over the set's images: a brightness or colour cast).",
+        "",
+        "| method | " + " | ".join(f"{d} NIQE | {d} texture | {d} colour" for d in sets) + " |",
+        "|---|" + "---|---|---|" * len(sets),
+    ]
+    for method in [*methods, "hr"]:
+        cells = []
+        for dataset in sets:
+            row = table.get((method, dataset), {})
+            cells += [_fmt(row.get("niqe", np.nan), 3) if has_niqe else "–", _fmt(row.get("texture", np.nan), 2),
+                      _fmt(row.get("colour", np.nan), 2)]
+        lines.append(f"| {LABELS.get(method, method)} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "SSIM: ours is the standard SSIM of Wang et al. (Gaussian window 11, sigma 1.5, as",
@@ -218,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="first N images of each set (quick checks)")
     parser.add_argument("--no-niqe", action="store_true", help="skip NIQE")
     parser.add_argument("--no-figure", action="store_true", help="skip results/comparison.png")
+    parser.add_argument("--no-colour-fix", action="store_true",
+                        help="score the networks' own outputs, without giving them their input's channel means")
     args = parser.parse_args(argv)
 
     if args.limit is not None and args.limit < 1:
@@ -233,13 +267,17 @@ def main(argv: list[str] | None = None) -> int:
     methods = ["nearest", "bicubic"] + [m for m, w in METHOD_WEIGHTS.items() if is_available(w)]
     note = "Trained rows use the weights shipped in `srgan/weights/`:\n\n" + "\n".join(
         f"- {describe(w)}." for w in METHOD_WEIGHTS.values())
+    note += ("\n\nThe networks' outputs are given their LR input's channel means (`srgan.inference`'s colour fix, "
+             "as the demo and `python -m srgan.upscale` do)." if not args.no_colour_fix else
+             "\n\n**Without the colour fix** (`--no-colour-fix`): the networks' own outputs.")
     if args.limit:  # a quick check must not pass for the full table (it is written to results/ too)
         note += f"\n\n**Partial run: only the first {args.limit} images of each set** (`--limit {args.limit}`)."
     start = time.perf_counter()
     images: dict = {}
     try:
         scores = evaluate(benchmarks, methods=methods, sets=tuple(args.sets), device=args.device, limit=args.limit,
-                          with_niqe=not args.no_niqe, keep_images=None if args.no_figure else images)
+                          with_niqe=not args.no_niqe, keep_images=None if args.no_figure else images,
+                          colour_fix=not args.no_colour_fix)
     except (OSError, ValueError) as exc:  # a set without HR images, an unreadable or mis-sized image
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -247,10 +285,10 @@ def main(argv: list[str] | None = None) -> int:
     path = write_tables(table, methods, tuple(args.sets), args.out, note=note)
     with open(args.out / "benchmark_per_image.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["method", "dataset", "image", "psnr_y", "ssim_y", "niqe"])
+        writer.writerow(["method", "dataset", "image", "psnr_y", "ssim_y", "niqe", "texture_energy", "colour_shift"])
         for s in scores:
             writer.writerow([s.method, s.dataset, s.image, _fmt(s.psnr, 4), _fmt(s.ssim, 4),
-                             "" if s.niqe is None else f"{s.niqe:.4f}"])
+                             "" if s.niqe is None else f"{s.niqe:.4f}", _fmt(s.texture, 2), _fmt(s.colour, 3)])
     if not args.no_figure:
         write_comparison(images, args.out / "comparison.png")
     print(path.read_text())

@@ -6,6 +6,13 @@ context on every side, and only the centre of each output is kept. Memory is
 bounded by the tile size, and because the context is wider than what the
 network's outputs depend on noticeably, tiled and whole-image outputs agree
 to within 1e-3.
+
+Colour fix: the generators' outputs get their LR input's per-channel means
+(``match_channel_means``; on by default in ``Upscaler``). SRGAN's losses (VGG54 and
+adversarial) leave each image's mean brightness free, and the trained network drifts
+by about 3 grey levels per image; the LR input, made from the original by a resize
+that keeps the mean, says what the mean should be. Only the mean moves: detail and
+texture are untouched.
 """
 
 from __future__ import annotations
@@ -75,19 +82,29 @@ def tiled_forward(generator: nn.Module, lr: Tensor, *, tile: int | None, overlap
     return out
 
 
+def match_channel_means(sr: Tensor, lr: Tensor) -> Tensor:
+    """SR (N, C, H, W) in [0, 1] shifted per image and channel to the means of its LR input,
+    clamped to [0, 1] (so saturated areas can leave a little of the shift)."""
+    offset = lr.to(sr).mean(dim=(-2, -1), keepdim=True) - sr.mean(dim=(-2, -1), keepdim=True)
+    return (sr + offset).clamp_(0, 1)
+
+
 @torch.inference_mode()
 def upscale_tensor(
-    generator: SRResNet, lr: Tensor, *, tile: int | None = 256, overlap: int = 16, half: bool = False
+    generator: SRResNet, lr: Tensor, *, tile: int | None = 256, overlap: int = 16, half: bool = False,
+    colour_fix: bool = False,
 ) -> Tensor:
     """Run the generator on LR images (N, 3, h, w) in [0, 1] -> (N, 3, 4h, 4w) in [0, 1].
 
     ``tile=None`` runs the whole image at once. ``half`` uses fp16 autocast on CUDA.
+    ``colour_fix`` gives the output its input's channel means (``match_channel_means``).
     """
     device = next(generator.parameters()).device
     # channels_last is faster for these convs on CPU (oneDNN) and GPU alike (results/performance.md).
     lr = lr.to(device=device, dtype=torch.float32).contiguous(memory_format=torch.channels_last)
     with _autocast(device, half):
-        return to_unit_range(tiled_forward(generator, lr, tile=tile, overlap=overlap).float())
+        sr = to_unit_range(tiled_forward(generator, lr, tile=tile, overlap=overlap).float())
+    return match_channel_means(sr, lr) if colour_fix else sr
 
 
 def bicubic_upscale_tensor(lr: Tensor, *, scale: int = SCALE) -> Tensor:
@@ -126,11 +143,12 @@ class Upscaler:
 
     # Tiles bound memory only: on CPU, smaller tiles bought no cache benefit, just overlap overhead.
     def __init__(self, *, device: str | torch.device = "cpu", tile: int | None = 256, overlap: int = 16,
-                 half: bool = False) -> None:
+                 half: bool = False, colour_fix: bool = True) -> None:
         self.device = torch.device(device)
         self.tile = tile
         self.overlap = overlap
         self.half = half
+        self.colour_fix = colour_fix  # the generators' outputs keep their input's channel means
         self._lock = threading.Lock()
         self._generators: dict[str, SRResNet] = {}
         self._states: dict[str, tuple[dict, dict]] = {}
@@ -180,7 +198,8 @@ class Upscaler:
             out = tensor_to_pil(bicubic_upscale_tensor(pil_to_tensor(rgb)))
         else:
             model = self.generator(method, alpha=alpha)
-            sr = upscale_tensor(model, pil_to_tensor(rgb), tile=self.tile, overlap=self.overlap, half=self.half)
+            sr = upscale_tensor(model, pil_to_tensor(rgb), tile=self.tile, overlap=self.overlap, half=self.half,
+                                colour_fix=self.colour_fix)
             out = tensor_to_pil(sr)
         if alpha_channel is not None:
             out = out.convert("RGBA")

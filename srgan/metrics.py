@@ -141,3 +141,40 @@ def psnr_cbcr(sr: np.ndarray, hr: np.ndarray, *, border: int = 4) -> float:
         raise ValueError(f"psnr_cbcr needs two RGB images of one size, got {sr.shape} and {hr.shape}")
     cut = (slice(border, -border), slice(border, -border)) if border else (slice(None), slice(None))
     return psnr(rgb_to_cbcr(sr[cut]), rgb_to_cbcr(hr[cut]))
+
+
+def texture_energy(image: np.ndarray, *, border: int = 4) -> float:
+    """Mean squared Laplacian of a uint8 image's luminance (Y; grey values for grey images).
+
+    High-frequency energy: SRGAN's point is detail where SRResNet is smooth, so the ratio
+    ``texture_energy(sr) / texture_energy(hr)`` is near 1 for a generator that makes as much
+    texture as the original, and far under 1 for a smooth one (PSNR and SSIM cannot tell)."""
+    image = _check_uint8(image, "image")
+    plane = image.astype(np.float64) if image.ndim == 2 else rgb_to_y(image)
+    if border:
+        if min(plane.shape) <= 2 * border + 2:
+            raise ValueError(f"image {plane.shape} too small for a {border}-pixel border crop")
+        plane = plane[border:-border, border:-border]
+    # The 4-neighbour Laplacian, on interior pixels only (no padding makes edges).
+    laplacian = (plane[1:-1, :-2] + plane[1:-1, 2:] + plane[:-2, 1:-1] + plane[2:, 1:-1]
+                 - 4 * plane[1:-1, 1:-1])
+    return float(np.mean(laplacian * laplacian))
+
+
+def colour_shift(sr: np.ndarray, hr: np.ndarray, *, border: int = 4) -> float:
+    """The largest per-channel mean difference |mean(SR_c) - mean(HR_c)| in grey levels (R, G, B).
+
+    A brightness or colour cast over the whole image; zero for a generator that keeps its
+    input's colours. Grey images have one channel; an RGB output against a grey reference
+    is compared on plain luma."""
+    sr, hr = _check_uint8(sr, "sr"), _check_uint8(hr, "hr")
+    if sr.shape[:2] != hr.shape[:2]:
+        raise ValueError(f"sizes differ: sr {sr.shape[:2]} vs hr {hr.shape[:2]}")
+    if hr.ndim == 2 and sr.ndim == 3:
+        sr = sr.astype(np.float64) @ _LUMA_WEIGHTS
+    elif hr.ndim == 3 and sr.ndim == 2:
+        sr = np.repeat(sr[..., None], 3, axis=2)
+    cut = (slice(border, -border), slice(border, -border)) if border else (slice(None), slice(None))
+    difference = sr[cut].astype(np.float64) - hr[cut].astype(np.float64)
+    means = difference.reshape(-1, 1 if difference.ndim == 2 else 3).mean(axis=0)
+    return float(np.abs(means).max())

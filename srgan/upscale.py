@@ -21,6 +21,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="blend SRResNet (0) and SRGAN (1) weights by network interpolation")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--tile", type=int, default=256, help="LR tile side; 0 runs the whole image at once")
+    parser.add_argument("--no-colour-fix", action="store_true",
+                        help="keep the network's own channel means (by default the output gets the input's: "
+                             "SRGAN alone drifts by about 3 grey levels)")
     parser.add_argument("--max-pixels", type=int, default=None, help="refuse inputs with more pixels (default 4e6)")
     args = parser.parse_args(argv)
 
@@ -36,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     try:
         image = load_image(args.input, max_pixels=args.max_pixels)
-        upscaler = Upscaler(device=device, tile=args.tile or None)
+        upscaler = Upscaler(device=device, tile=args.tile or None, colour_fix=not args.no_colour_fix)
         start = time.perf_counter()
         result = upscaler.upscale(image, args.model, alpha=args.alpha)
         elapsed = time.perf_counter() - start

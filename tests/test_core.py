@@ -15,7 +15,7 @@ from skimage.metrics import structural_similarity
 
 from srgan.images import ImageError, load_image, pil_to_tensor
 from srgan.imresize import imresize
-from srgan.inference import Upscaler, downscale, upscale_tensor
+from srgan.inference import Upscaler, downscale, match_channel_means, upscale_tensor
 from srgan.metrics import psnr_y, rgb_to_y, ssim, ssim_y
 from srgan.models import Discriminator, SRResNet, count_parameters, srresnet_x4
 from srgan.weights import MissingWeightsError, interpolate_state_dicts, load_generator, save_weights
@@ -111,6 +111,42 @@ def test_ssim_matches_scikit_image():
     assert ssim(a, a) == pytest.approx(1.0)
 
 
+def test_texture_energy_is_the_mean_squared_laplacian_of_luminance():
+    from srgan.metrics import texture_energy
+
+    flat = np.full((40, 40), 90, np.uint8)
+    assert texture_energy(flat) == 0.0
+    checker = (np.indices((40, 40)).sum(0) % 2 * 100).astype(np.uint8)
+    # Every interior pixel of a 0/100 checkerboard has Laplacian +-400.
+    assert texture_energy(checker) == pytest.approx(400.0**2)
+    # RGB is scored on Y (BT.601: 219/255 of a grey step), grey images on their values.
+    rgb = np.stack([checker] * 3, -1)
+    expected = (4 * np.round(16 + 100 * 219 / 255) - 4 * 16) ** 2
+    assert texture_energy(rgb) == pytest.approx(expected)
+    smooth = np.round(np.add.outer(np.arange(40), np.arange(40)) * 3.0).astype(np.uint8)
+    assert texture_energy(smooth) == 0.0  # a linear ramp has no second derivative
+    with pytest.raises(ValueError, match="too small"):
+        texture_energy(np.zeros((9, 40), np.uint8))
+
+
+def test_colour_shift_is_the_largest_channel_mean_difference():
+    from srgan.metrics import colour_shift
+
+    rng = np.random.default_rng(2)
+    hr = rng.integers(20, 230, (48, 64, 3)).astype(np.uint8)
+    assert colour_shift(hr, hr) == 0.0
+    sr = hr.astype(int)
+    sr[..., 2] -= 5  # a blue cast
+    sr[..., 0] += 2
+    assert colour_shift(sr.astype(np.uint8), hr) == pytest.approx(5.0)
+    # Noise that averages out is not a shift; the 4-pixel border is left out.
+    noisy = hr.astype(int) + rng.choice([-3, 3], hr.shape)
+    noisy[:4] = 255
+    assert colour_shift(np.clip(noisy, 0, 255).astype(np.uint8), hr) < 0.3
+    grey = hr[..., 0]
+    assert colour_shift(np.clip(grey.astype(int) + 7, 0, 255).astype(np.uint8), grey) == pytest.approx(7.0)
+
+
 def test_bicubic_baseline_reproduces_paper(benchmarks):
     # The proof that data, degradation and metrics follow the paper's protocol (first 10 BSD100 images
     # here for speed; `python -m srgan.evaluate` runs all and lands within 0.1 dB on every set).
@@ -121,6 +157,10 @@ def test_bicubic_baseline_reproduces_paper(benchmarks):
     assert table[("bicubic", "Set14")]["psnr"] == pytest.approx(25.99, abs=0.1)
     assert table[("bicubic", "Set5")]["ssim"] == pytest.approx(0.810, abs=0.003)
     assert table[("bicubic", "Set14")]["ssim"] == pytest.approx(0.702, abs=0.003)
+    # Bicubic is smooth (measured texture ratio 0.032 / 0.013) and keeps the colours (0.02 / 0.06 grey levels).
+    assert table[("bicubic", "Set5")]["texture"] < 0.1 and table[("bicubic", "Set14")]["texture"] < 0.1
+    assert table[("hr", "Set14")]["texture"] == pytest.approx(1.0)
+    assert table[("bicubic", "Set5")]["colour"] < 0.2 and table[("bicubic", "Set14")]["colour"] < 0.2
 
 
 # --- image loading ------------------------------------------------------------
@@ -232,6 +272,31 @@ def test_tiled_equals_untiled():
     assert (whole - tiled).abs().max() < 1e-3
 
 
+def test_colour_fix_moves_only_the_channel_means():
+    torch.manual_seed(0)
+    lr = torch.rand(2, 3, 8, 10) * 0.6 + 0.2
+    sr = torch.rand(2, 3, 32, 40) * 0.5 + 0.3  # means 0.55, off from the input's 0.5
+    fixed = match_channel_means(sr, lr)
+    torch.testing.assert_close(fixed.mean(dim=(-2, -1)), lr.mean(dim=(-2, -1)))
+    shift = fixed - sr  # one constant per image and channel: the detail is untouched
+    torch.testing.assert_close(shift, shift[..., :1, :1].expand_as(shift))
+    # Saturated outputs stay in [0, 1].
+    assert match_channel_means(torch.ones(1, 3, 8, 8), torch.full((1, 3, 2, 2), 0.9)).max() <= 1.0
+    bright = torch.ones(1, 3, 8, 8)
+    bright[..., :4, :] = 0.0
+    out = match_channel_means(bright, torch.full((1, 3, 2, 2), 0.9))
+    assert 0.0 <= out.min() and out.max() <= 1.0
+
+
+def test_upscaler_gives_generator_outputs_their_inputs_channel_means(random_weights):
+    img = Image.fromarray((np.random.default_rng(0).random((16, 12, 3)) * 200 + 20).astype(np.uint8))
+    lr_means = np.asarray(img, np.float64).reshape(-1, 3).mean(0)
+    fixed = np.asarray(Upscaler().upscale(img, "srresnet"), np.float64).reshape(-1, 3).mean(0)
+    raw = np.asarray(Upscaler(colour_fix=False).upscale(img, "srresnet"), np.float64).reshape(-1, 3).mean(0)
+    assert np.abs(fixed - lr_means).max() < 0.6  # rounding to 8 bits
+    assert np.abs(raw - lr_means).max() > 5  # a random network drifts far
+
+
 def test_tile_below_one_is_refused():
     # range(0, h, tile) with tile < 1 cuts no tiles: the output used to be the blank buffer.
     g = srresnet_x4().eval()
@@ -327,3 +392,16 @@ def test_evaluate_command_writes_tables_and_figure(benchmarks, tmp_path, random_
     missing = subprocess.run([sys.executable, "-m", "srgan.evaluate", "--data", str(tmp_path / "nowhere")],
                              cwd=ROOT, capture_output=True, text=True)
     assert missing.returncode == 2 and "not found" in missing.stderr
+
+
+def test_upscale_cli_colour_fix_is_on_unless_turned_off(tmp_path, random_weights):
+    from srgan.upscale import main as upscale_main
+
+    src = tmp_path / "in.png"
+    Image.fromarray((np.random.default_rng(1).random((8, 12, 3)) * 200 + 20).astype(np.uint8)).save(src)
+    means = {}
+    for name, extra in (("fixed", []), ("raw", ["--no-colour-fix"])):
+        assert upscale_main([str(src), str(tmp_path / f"{name}.png"), "--model", "srgan", *extra]) == 0
+        means[name] = np.asarray(Image.open(tmp_path / f"{name}.png"), np.float64).reshape(-1, 3).mean(0)
+    lr_means = np.asarray(Image.open(src), np.float64).reshape(-1, 3).mean(0)
+    assert np.abs(means["fixed"] - lr_means).max() < 0.6 < 5 < np.abs(means["raw"] - lr_means).max()
