@@ -38,7 +38,6 @@ from .weights import METHOD_WEIGHTS, describe, is_available
 
 ROOT = Path(__file__).resolve().parent.parent
 SETS = ("Set5", "Set14", "BSD100")
-NIQE_SETS = SETS
 BORDER = 4  # pixels left out at each edge, for every metric (the paper's convention for PSNR/SSIM)
 
 # The paper's Table 2 (4x, Y channel). Its SSIM came from the daala tools and
@@ -128,7 +127,7 @@ def evaluate(
         names = names[:limit] if limit else names
         for name in tqdm(names, desc=dataset, unit="img", leave=False):
             hr, lr = load_pair(folder, name)
-            use_niqe = niqe is not None and dataset in NIQE_SETS
+            use_niqe = niqe is not None
             hr_texture = texture_energy(hr, border=BORDER)
             scores.append(Score("hr", dataset, name, float("nan"), float("nan"), niqe(hr) if use_niqe else None,
                                 texture=hr_texture, colour=0.0))

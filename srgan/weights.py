@@ -24,6 +24,7 @@ class WeightsInfo:
     name: str
     filename: str
     description: str
+    loss: str  # the paper's loss for it, as srgan.losses writes it
     recipe: str  # the command that trains it
     paper_psnr: dict[str, float]  # the paper's Table 2 Y-PSNR (dB), 4x
     paper_ssim: dict[str, float]
@@ -34,6 +35,7 @@ WEIGHTS: dict[str, WeightsInfo] = {
         name="srresnet_x4",
         filename="srresnet_x4.pt",
         description="SRResNet, 16 blocks, 4x, trained with pixel MSE",
+        loss="1*MSE",
         recipe="python -m srgan.train --stage srresnet (on a GPU)",
         paper_psnr={"Set5": 32.05, "Set14": 28.49, "BSD100": 27.58},
         paper_ssim={"Set5": 0.9019, "Set14": 0.8184, "BSD100": 0.7620},
@@ -42,6 +44,7 @@ WEIGHTS: dict[str, WeightsInfo] = {
         name="srgan_x4",
         filename="srgan_x4.pt",
         description="SRGAN-VGG54 generator, 4x, VGG54 content + 1e-3 adversarial loss",
+        loss="1*VGG54+0.001*GAN",
         recipe="python -m srgan.train --stage srgan (on a GPU, from srresnet_x4)",
         paper_psnr={"Set5": 29.40, "Set14": 26.02, "BSD100": 25.16},
         paper_ssim={"Set5": 0.8472, "Set14": 0.7397, "BSD100": 0.6688},
@@ -109,6 +112,8 @@ def describe(name: str) -> str:
     meta = weights_meta(name)
     device = str(meta.get("device", "an unrecorded device"))
     parts = [f"{info.name}: {info.description}"]
+    if meta.get("loss") and meta["loss"] != info.loss:
+        parts.append(f"last run's loss {meta['loss']}")
     made = []
     if meta.get("wall_time_s"):
         seconds = float(meta["wall_time_s"])
@@ -126,7 +131,7 @@ def describe(name: str) -> str:
     set5 = meta.get("set5_psnr_y")
     if isinstance(set5, dict) and "fp16" in set5:
         parts.append(f"Set5 PSNR-Y {set5['fp16']:.2f} dB (paper {info.paper_psnr['Set5']:.2f})")
-    if device.startswith("cpu"):
+    if device.startswith("cpu") and not meta.get("gpu_minutes"):
         parts.append("interim CPU-trained weights: a GPU run replaces them")
     return "; ".join(parts)
 
