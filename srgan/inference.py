@@ -9,10 +9,10 @@ to within 1e-3.
 
 Colour fix: the generators' outputs get their LR input's per-channel means
 (``match_channel_means``; on by default in ``Upscaler``). SRGAN's losses (VGG54 and
-adversarial) leave each image's mean brightness free, and the trained network drifts
-by about 3 grey levels per image; the LR input, made from the original by a resize
-that keeps the mean, says what the mean should be. Only the mean moves: detail and
-texture are untouched.
+adversarial) leave each image's mean brightness free: trained with them alone, our
+SRGAN drifted by about 3 grey levels per image. The LR input, made from the original
+by a resize that keeps the mean, says what the mean should be. Only the mean moves:
+detail and texture are untouched.
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ move by a few grey levels, since neither term pins it):
 - LF: pixel MSE between SR and HR after both are averaged over 16x16 blocks: only the lowest
   frequencies (brightness, colour over a region), nothing of the texture within a block.
 - LR: pixel MSE between SR and HR after both are shrunk 4x the way the LR inputs were made
-  (MATLAB bicubic): consistency with the input over the whole LR band. Stricter than LF, it
-  also damps the texture the GAN adds (aliased into the LR band when shrunk).
+  (MATLAB bicubic): consistency with the input over the whole LR band, stricter than LF.
+  The shipped srgan_x4's last run used it (README, Trained weights).
 """
 
 from __future__ import annotations

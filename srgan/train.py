@@ -120,8 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-every", type=int, default=1000, help="steps between validations")
     p.add_argument("--val-patch", type=int, default=128, help="HR side of the validation crops")
     p.add_argument("--d-warmup", type=int, default=0, metavar="STEPS",
-                   help="first STEPS steps train the discriminator only: a fresh D beside a trained G "
-                        "(fine-tuning an SRGAN) would otherwise give G no useful adversarial signal at first")
+                   help="first STEPS steps train the discriminator only (a fresh D beside a trained G, "
+                        "when fine-tuning an SRGAN)")
     p.add_argument("--ema", type=float, default=0.0, help="EMA decay of the generator (0: off)")
     p.add_argument("--snapshots", type=int, default=0,
                    help="also save the generator (fp16) at N evenly spaced points of the schedule, "

@@ -22,8 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--tile", type=int, default=256, help="LR tile side; 0 runs the whole image at once")
     parser.add_argument("--no-colour-fix", action="store_true",
-                        help="keep the network's own channel means (by default the output gets the input's: "
-                             "SRGAN alone drifts by about 3 grey levels)")
+                        help="keep the network's own channel means (by default the output gets the input's)")
     parser.add_argument("--max-pixels", type=int, default=None, help="refuse inputs with more pixels (default 4e6)")
     args = parser.parse_args(argv)
 
