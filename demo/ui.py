@@ -8,6 +8,10 @@ and /blend (re-run SRGAN with another α on the last image).
 from __future__ import annotations
 
 import base64
+import hashlib
+import io
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +66,34 @@ def _uploaded_file(value: Any) -> str | bytes | None:
     return value.get("path")
 
 
+def png_file(image: Image.Image, folder: Path, name: str) -> str:
+    """`image` as a PNG named `name` under `folder`, by content; a file is written once, whole.
+
+    The panels, the wipe and the zoom get paths from here rather than PIL images because
+    Gradio writes a PIL output in place at a path named by its content's hash, every
+    time: when the same pixels go out again (the wipe's dropdown events re-send two
+    panels; a comparison is repeated) the file is truncated and rewritten while the
+    browser may still be downloading it, which showed as a Content-Length mismatch and
+    a broken panel. Here an existing file is reused untouched and a new one appears by
+    rename, complete. Under Gradio's cache folder, Gradio serves it without a copy.
+    """
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    data = buffer.getvalue()
+    path = folder / hashlib.sha256(data).hexdigest()[:32] / f"{name}.png"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{name}.", suffix=".partial")
+        try:
+            with os.fdopen(handle, "wb") as file:
+                file.write(data)
+            os.replace(partial, path)
+        except BaseException:
+            Path(partial).unlink(missing_ok=True)
+            raise
+    return str(path)
+
+
 def _pick_pair(labels: list[str]) -> tuple[str, str]:
     """The slider's default pair: bicubic against the most perceptual result there is."""
     first = labels[0]
@@ -78,6 +110,7 @@ class DemoTab:
         self.upscaler = upscaler
         self.max_pixels = max_pixels if max_pixels is not None else default_max_pixels()
         self.outputs_dir = app_dir / "demo_outputs"
+        self.views_dir = Path(gr.utils.get_upload_folder()) / "demo_views"
         self.example_paths = write_examples(app_dir / "examples")
         self.output_count = 0  # set by build()
 
@@ -145,8 +178,8 @@ class DemoTab:
         panels: list[Any] = []
         for method in RESULT_METHODS:
             result = comparison.results[method]
-            panels += [result.image, panel_caption(comparison, method)]
-        panels += [comparison.hr, hr_caption(comparison)]
+            panels += [self._view(result.image, comparison, f"{method}_x{SCALE}"), panel_caption(comparison, method)]
+        panels += [self._view(comparison.hr, comparison, "hr"), hr_caption(comparison)]
 
         labels = list(comparison.labelled_images())
         left, right = _pick_pair(labels)
@@ -163,16 +196,19 @@ class DemoTab:
             files,
         )
 
-    @staticmethod
-    def _slider_value(comparison: Comparison, left: str, right: str) -> tuple[Image.Image, Image.Image] | None:
+    def _view(self, image: Image.Image | None, comparison: Comparison, what: str) -> str | None:
+        """A shown image as a file the browser can fetch while any other event runs (see png_file)."""
+        return None if image is None else png_file(image, self.views_dir, f"{comparison.name}_{what}")
+
+    def _slider_value(self, comparison: Comparison, left: str, right: str) -> tuple[str, str] | None:
         images = comparison.labelled_images()
         if left not in images or right not in images:
             return None
-        return images[left], images[right]
+        return self._view(images[left], comparison, "wipe"), self._view(images[right], comparison, "wipe")
 
-    @staticmethod
-    def _zoom(comparison: Comparison, x: float, y: float, crop: float) -> list[tuple[Image.Image, str]]:
-        return zoom_crops(comparison, center_x=x, center_y=y, crop=int(crop))
+    def _zoom(self, comparison: Comparison, x: float, y: float, crop: float) -> list[tuple[str, str]]:
+        crops = zoom_crops(comparison, center_x=x, center_y=y, crop=int(crop))
+        return [(self._view(image, comparison, "zoom"), label) for image, label in crops]
 
     def update_slider(self, comparison: Comparison | None, left: str, right: str):
         if comparison is None:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -212,3 +213,58 @@ def test_browser_example_compare_zoom_and_refusal(server: tuple[str, Path], chro
             page.screenshot(path=str(tmp / "refusal.png"), full_page=True)
         finally:
             browser.close()
+
+
+# Every image a comparison puts on the page: the four panels, both sides of the wipe, the zoom crops.
+SHOWN_IMAGES = "#demo-bicubic img, #demo-srresnet img, #demo-srgan img, #demo-slider img, #demo-zoom img"
+
+
+def test_repeated_lr_comparisons_serve_every_image_whole(server: tuple[str, Path], chromium_path: str) -> None:
+    """The same comparison, repeated from fresh pages, serves every image whole, and never rewrites one.
+
+    Each run puts identical images on the page again, and the wipe's dropdown events send
+    two of them a second time while the browser is still fetching the panels. Gradio used
+    to rewrite such a file in place (the same pixels land at the same path) while it was
+    being served: Content-Length mismatches and a broken panel, when the timing was bad.
+    That a served file is never written again is checked directly; it does not need the timing.
+    """
+    from playwright.sync_api import expect, sync_playwright
+
+    url, tmp = server
+    failed_requests: list[str] = []
+    first_seen: dict[Path, tuple[int, int, int]] = {}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS, headless=True)
+        try:
+            for attempt in range(4):
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.on("requestfailed", lambda request: failed_requests.append(f"{request.url}: {request.failure}")
+                        if "/gradio_api/file=" in request.url else None)
+                page.goto(url)
+                page.locator("#demo-examples button.gallery-item").nth(4).click()  # astronaut_face_lr, 128x128: LR
+                expect(page.locator("#demo-input img")).to_be_visible()
+                page.locator("#demo-run").click()
+                for method in ("bicubic", "srresnet", "srgan"):
+                    expect(page.locator(f"#demo-{method}-caption")).to_contain_text("NIQE", timeout=RUN_TIMEOUT_MS)
+                expect(page.locator("#demo-status")).to_contain_text("treated as LR")
+                expect(page.locator("#demo-slider img")).to_have_count(2)
+                expect(page.locator("#demo-zoom img")).to_have_count(4)  # LR, three methods
+                page.wait_for_function(
+                    f"() => [...document.querySelectorAll({SHOWN_IMAGES!r})].every(img => img.complete)",
+                    timeout=RUN_TIMEOUT_MS,
+                )
+                images = page.locator(SHOWN_IMAGES).evaluate_all(
+                    "images => images.map(img => [img.src, img.naturalWidth])"
+                )
+                assert len(images) == 9 and all(width > 0 for _, width in images), (attempt, images)
+                for src, _ in images:
+                    path = Path(urllib.parse.unquote(src.split("/gradio_api/file=", 1)[1]))
+                    stat = path.stat()
+                    now = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+                    assert first_seen.setdefault(path, now) == now, f"run {attempt + 1} rewrote {path.name}"
+                page.close()
+        finally:
+            browser.close()
+    assert len(first_seen) >= 8  # the same files, served again
+    assert failed_requests == []
+    assert "Content-Length" not in (tmp / "server.log").read_text()

@@ -307,3 +307,21 @@ def test_tab_handlers_render_results_and_explain_refusals(weights_dir: Path, tmp
     refusal = tab.show_refusal(str(broken), "Auto")
     assert "Can't use this image" in refusal[1] and refusal[2] is None
     assert tab.check_input(source, "Auto") == "Working…"
+
+
+def test_png_file_writes_each_image_once_and_whole(tmp_path: Path) -> None:
+    from demo.ui import png_file
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8))
+    path = Path(png_file(image, tmp_path, "photo_srgan_x4"))
+    assert path.name == "photo_srgan_x4.png" and path.is_relative_to(tmp_path)
+    assert np.array_equal(np.asarray(Image.open(path)), np.asarray(image))
+    before = path.stat()
+    # The same pixels again: the same file, untouched (a served file is never rewritten).
+    assert png_file(image.copy(), tmp_path, "photo_srgan_x4") == str(path)
+    after = path.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    # Other pixels or another name: another file; no partial files left behind.
+    other = png_file(image.transpose(Image.Transpose.FLIP_LEFT_RIGHT), tmp_path, "photo_srgan_x4")
+    assert other != str(path) and Path(png_file(image, tmp_path, "wipe")).parent == path.parent
+    assert not list(tmp_path.rglob("*.partial"))
