@@ -6,7 +6,9 @@ Every option also reads an environment variable (SRGAN_HOST, SRGAN_PORT,
 SRGAN_SHARE, SRGAN_DEVICE, SRGAN_MAX_PIXELS, SRGAN_MAX_UPLOAD_MB, SURVEY_DB_URL,
 SURVEY_STUDY, SRGAN_APP_DIR, SRGAN_ADMIN_TOKEN, SRGAN_LOCAL_DEMO, SRGAN_CONCURRENCY);
 options win over the environment. ``--study NAME`` picks the study the MOS tab serves
-(made with ``python -m survey.prepare``). The results tab needs an admin token (16
+(made with ``python -m survey.prepare``); send raters ``http://HOST:PORT/?study``: that
+link and their own ``?rater=CODE`` links open on the study tab (``python -m survey``
+serves the study alone). The results tab needs an admin token (16
 characters or more); ``--local-demo`` makes a random one and prints it, on a loopback
 host only. Nothing is downloaded: the models load from the package (or
 SRGAN_WEIGHTS_DIR) and the example photos come from scikit-image.
@@ -83,15 +85,25 @@ def build_app(config: AppConfig) -> gr.Blocks:
     max_pixels = config.max_pixels if config.max_pixels is not None else default_max_pixels()
     with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
         gr.Markdown(f"# {TITLE}\nAn open reproduction of Ledig et al., CVPR 2017 (arXiv 1609.04802).")
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             with gr.Tab("Compare", id="compare"):
                 build_demo_tab(upscaler=upscaler, max_pixels=max_pixels, app_dir=config.app_dir)
             with gr.Tab("MOS study", id="study"):
                 _build_study_tab(config)
             with gr.Tab("Results (admin)", id="results"):
                 _build_results_tab(config)
+        # Off the queue: a page opening must not wait behind the demo's comparisons.
+        app.load(landing_tab, outputs=tabs, queue=False, api_visibility="private")
     app.queue(default_concurrency_limit=config.concurrency, max_size=64)
     return app
+
+
+def landing_tab(request: gr.Request):
+    """Rater links (``?rater=CODE``) and study invitations (``?study``) open on the MOS study."""
+    params = request.query_params if request is not None else {}
+    if "rater" in params or "study" in params:
+        return gr.Tabs(selected="study")
+    return gr.skip()
 
 
 def launch(app: gr.Blocks, config: AppConfig, *, block: bool = True) -> str:

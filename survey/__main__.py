@@ -1,6 +1,7 @@
 """Run the MOS study on its own: ``python -m survey [--study NAME]``.
 
-Serves only the study tab (``python app.py`` serves it next to the demo). Raters open
+Serves only the study tab, for raters: no demo and no results tab (``python app.py``
+serves it next to the demo; there, send raters ``http://HOST:PORT/?study``). Raters open
 ``http://HOST:PORT/`` (new) or ``http://HOST:PORT/?rater=CODE`` (continue).
 """
 
@@ -21,7 +22,7 @@ from survey.prepare import DEFAULT_STUDY, ensure_default_study
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m survey", description="Serve the MOS study to raters.")
     parser.add_argument("--study", default=DEFAULT_STUDY, help="study to serve (made by python -m survey.prepare)")
-    parser.add_argument("--db", help="SQLAlchemy URL (default: env SURVEY_DB_URL or <app dir>/study.sqlite)")
+    parser.add_argument("--db", "--db-url", dest="db", help="SQLAlchemy URL (default: env SURVEY_DB_URL or <app dir>/study.sqlite)")
     parser.add_argument("--app-dir", type=Path, default=None, help="app state folder (default: env SRGAN_APP_DIR or var/)")
     parser.add_argument("--host", default=os.environ.get("SRGAN_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=os.environ.get("SRGAN_PORT", 7860))

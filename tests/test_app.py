@@ -215,6 +215,30 @@ def test_browser_example_compare_zoom_and_refusal(server: tuple[str, Path], chro
             browser.close()
 
 
+def test_rater_links_and_invitations_open_on_the_study(server: tuple[str, Path], chromium_path: str) -> None:
+    from gradio_client import Client
+    from playwright.sync_api import expect, sync_playwright
+
+    url, _ = server
+    code = Client(url, verbose=False).predict(code="", consent=True, api_name="/study_join")["code"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(f"{url}?rater={code}")
+            expect(page.locator("#study-message")).to_contain_text("Welcome back", timeout=30_000)
+            expect(page.locator("#study-progress")).to_be_visible()
+            expect(page.locator("#demo-run")).to_be_hidden()
+            page.goto(f"{url}?study")  # the link to send new raters
+            expect(page.locator("#study-start")).to_be_visible(timeout=30_000)
+            expect(page.locator("#demo-run")).to_be_hidden()
+            page.goto(url)  # everyone else gets the demo
+            expect(page.locator("#demo-run")).to_be_visible(timeout=30_000)
+            expect(page.locator("#study-start")).to_be_hidden()
+        finally:
+            browser.close()
+
+
 # Every image a comparison puts on the page: the four panels, both sides of the wipe, the zoom crops.
 SHOWN_IMAGES = "#demo-bicubic img, #demo-srresnet img, #demo-srgan img, #demo-slider img, #demo-zoom img"
 

@@ -3,13 +3,21 @@ gradio_client through the named API endpoints."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+import time
+import urllib.request
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from conftest import CHROMIUM_ARGS, free_port
+from conftest import CHROMIUM_ARGS, ROOT, free_port
+from srgan.models import SRResNet
+from srgan.weights import save_weights
 from survey import db, export, prepare, store
 from survey.study_tab import _stimulus_html
 
@@ -198,3 +206,46 @@ def test_a_failed_database_write_says_not_saved_and_the_retry_counts_once(server
     assert retried["status"] == "saved"
     engine = db.get_engine(server["db_url"])
     assert [score for _, _, score in store.session_ratings(engine, code, STUDY)] == [2]
+
+
+def test_python_m_survey_serves_the_study_alone(tmp_path, chromium_path):
+    """The study-only server the README gives raters: the study tab and nothing of the demo."""
+    from playwright.sync_api import expect, sync_playwright
+
+    for seed, name in enumerate(("srresnet_x4", "srgan_x4")):  # small stand-ins: the example study is made at start
+        torch.manual_seed(seed)
+        save_weights(SRResNet(num_blocks=2, channels=16), tmp_path / "weights" / f"{name}.pt", {"stage": "random"})
+    port = free_port()
+    env = {**os.environ, "SRGAN_WEIGHTS_DIR": str(tmp_path / "weights"), "GRADIO_TEMP_DIR": str(tmp_path / "gradio")}
+    log = (tmp_path / "server.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "survey", "--app-dir", str(tmp_path / "var"), "--port", str(port)],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, (tmp_path / "server.log").read_text()
+            try:
+                with urllib.request.urlopen(url, timeout=2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()
+                time.sleep(0.5)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS, headless=True)
+            try:
+                page = browser.new_page()
+                page.goto(url)
+                page.locator("#study-consent input").check()
+                page.locator("#study-start").click()
+                wait_progress(page, "Calibration example 1")
+                expect(page.locator("#demo-run")).to_have_count(0)
+                expect(page.get_by_role("tab", name="Results (admin)")).to_have_count(0)
+            finally:
+                browser.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+        log.close()
