@@ -1,6 +1,6 @@
 """The study database: SQLAlchemy 2 ORM models and the engine.
 
-Tables: studies, images, methods, stimuli (one image under one method, stored as a PNG with a
+Tables: studies, images (rated, or calibration only: shown as examples, never rated), methods, stimuli (one image under one method, stored as a PNG with a
 name that does not reveal the method), raters, rating sessions (one per rater and study),
 presentations (what was shown to whom, in which position; calibration and hidden retest
 duplicates flagged) and ratings (one per presentation, score 1-5, times).
@@ -29,13 +29,16 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    inspect,
     make_url,
     select,
+    text,
+    update,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: images.calibration
 LOCK_TIMEOUT_MS = 5000  # how long a write waits for another connection's lock before failing
 
 
@@ -88,6 +91,9 @@ class Image(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(200))
+    # Shown only as a calibration example (its nearest-neighbour version as a 1, the original
+    # as a 5) and never rated: raters must not meet a rated image as a labelled example first.
+    calibration: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
 
     study: Mapped[Study] = relationship(back_populates="images")
 
@@ -280,7 +286,20 @@ def ensure_schema(engine: Engine) -> None:
                 f"The study database has schema version {info.version}, newer than this app's "
                 f"version {SCHEMA_VERSION}; upgrade the app (or use another database)."
             )
-        # Older versions would be migrated here, step by step, when version 2 exists.
+    _migrate(engine)
+
+
+def _migrate(engine: Engine) -> None:
+    """Bring a database of an older schema version up to this one, step by step."""
+    with engine.begin() as connection:
+        # FOR UPDATE: two servers starting at once on PostgreSQL migrate one after the other.
+        version = connection.scalar(select(SchemaInfo.version).where(SchemaInfo.id == 1).with_for_update())
+        if version is None or version >= SCHEMA_VERSION:
+            return
+        if version < 2:  # version 1 had no calibration-only images: every image was rated
+            if "calibration" not in {c["name"] for c in inspect(connection).get_columns("images")}:
+                connection.execute(text("ALTER TABLE images ADD COLUMN calibration BOOLEAN NOT NULL DEFAULT false"))
+        connection.execute(update(SchemaInfo).where(SchemaInfo.id == 1).values(version=SCHEMA_VERSION, updated_at=utc_now()))
 
 
 def dispose_engine(db_url: str) -> None:

@@ -162,6 +162,15 @@ def import_ratings(db_url: str, df: pd.DataFrame, *, study: str) -> dict[str, in
     imported = skipped = 0
     with Session(engine) as session, session.begin():
         study_row = session.scalar(select(Study).where(Study.name == study))
+        calibration_only = set(session.scalars(
+            select(Image.name).where(Image.study_id == study_row.id, Image.calibration.is_(True))
+        ))
+        shown_only = sorted(calibration_only & set(frame["image"]))
+        if shown_only:
+            raise RatingsFileError(
+                f"The ratings name calibration images of study {study!r} ({', '.join(shown_only[:5])}): "
+                f"those are shown as examples and never rated."
+            )
         cache: dict[tuple, int] = {}
 
         def row_id(model, **fields) -> int:

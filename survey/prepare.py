@@ -5,7 +5,8 @@
 
 From HR photos: each is cropped to a multiple of 4, reduced 4x with our MATLAB-compatible
 bicubic (``srgan.inference.downscale``) and upscaled by each method; ``hr`` is the cropped
-original. Stimuli are PNGs with random names (the name never reveals the method) in
+original. Calibration examples come from separate photographs that are never rated
+(``--calibration-dir``, else scikit-image's; see ``add_calibration_images``). Stimuli are PNGs with random names (the name never reveals the method) in
 ``<app dir>/studies/<study>/``. Methods without trained weights are skipped with a note.
 Running again adds only what is missing.
 """
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from PIL import Image as PILImage
 
-from survey import store
+from survey import protocol, store
 from survey.db import default_app_dir, default_db_url, get_engine
 
 DEFAULT_METHODS = ("nearest", "bicubic", "srresnet", "srgan", "hr")  # the paper's BSD100 study
@@ -30,6 +31,16 @@ DEFAULT_STUDY = "examples"
 # scikit-image's bundled photographs and a 256x256 region of each (top, left): small stimuli.
 EXAMPLE_PHOTOS = {"astronaut": (40, 150), "coffee": (72, 172), "chelsea": (22, 98), "rocket": (90, 190)}
 EXAMPLE_SIZE = 256
+# Calibration-only images when no --calibration-dir is given: scikit-image photographs (name:
+# loader, top, left of a 256x256 region), first those in no study made here by default, then
+# the example study's photos, which a BSD100 study does not rate. A photo a study rates is
+# never one of its calibration images.
+CALIBRATION_PHOTOS = {
+    "motorcycle": ("stereo_motorcycle", 120, 300),
+    "cameraman": ("camera", 40, 160),
+    **{name: (name, top, left) for name, (top, left) in EXAMPLE_PHOTOS.items()},
+}
+CALIBRATION_PREFIX = "calibration-"  # calibration images' names in the database
 
 
 @dataclass
@@ -37,6 +48,7 @@ class PrepareReport:
     study: str
     added: int = 0
     kept: int = 0
+    calibration_added: int = 0  # stimuli of calibration-only images, not in `added`
     notes: list[str] = field(default_factory=list)
 
 
@@ -70,10 +82,13 @@ def _needs_file(engine, app_dir: Path, study: str, image: str, method: str) -> b
     return name is None or not stimulus_path(app_dir, study, name).is_file()
 
 
-def _add(engine, app_dir: Path, study: str, image_name: str, method: str, picture: PILImage.Image) -> None:
+def _add(
+    engine, app_dir: Path, study: str, image_name: str, method: str, picture: PILImage.Image, *, calibration: bool = False
+) -> None:
     file_name = _save_png(picture.convert("RGB"), study_dir(app_dir, study))
     store.register_stimulus(
-        engine, study, image=image_name, method=method, file_name=file_name, width=picture.width, height=picture.height
+        engine, study, image=image_name, method=method, file_name=file_name, width=picture.width, height=picture.height,
+        calibration=calibration,
     )
 
 
@@ -97,14 +112,19 @@ def prepare_from_hr(
     per_rater: int | None = None,
     repeats: int = 2,
     calibration_images: int = 2,
+    calibration_dir: Path | None = None,
 ) -> PrepareReport:
-    """Add every (image, method) not yet in the study; ``hr_images`` maps names to images/files."""
+    """Add every (image, method) not yet in the study; ``hr_images`` maps names to images/files.
+
+    Then the calibration-only images (see ``add_calibration_images``).
+    """
     from srgan import weights
     from srgan.images import ImageError, crop_to_multiple, load_image
     from srgan.inference import Upscaler, downscale
 
     methods = _check_methods(list(methods))
     engine = get_engine(db_url)
+    _check_calibration_dir(engine, study, calibration_dir, set(hr_images))
     store.ensure_study(engine, study, per_rater=per_rater, repeats=repeats, calibration_images=calibration_images)
     report = PrepareReport(study)
     upscaler = Upscaler()
@@ -132,7 +152,89 @@ def prepare_from_hr(
             picture = hr if method == "hr" else upscaler.upscale(lr, method)
             _add(engine, app_dir, study, image_name, method, picture)
             report.added += 1
+    add_calibration_images(engine, app_dir, study, calibration_dir=calibration_dir, report=report)
     return report
+
+
+def calibration_sources(calibration_dir: Path | None) -> dict[str, PILImage.Image | Path]:
+    """Candidate calibration photographs by name: the folder's images, else CALIBRATION_PHOTOS."""
+    if calibration_dir is not None:
+        return hr_folder_images(calibration_dir)
+
+    def region(loader: str, top: int, left: int) -> PILImage.Image:
+        from skimage import data
+
+        array = getattr(data, loader)()
+        array = array[0] if isinstance(array, tuple) else array  # stereo_motorcycle: (left, right, disparity)
+        crop = array[top : top + EXAMPLE_SIZE, left : left + EXAMPLE_SIZE]
+        return PILImage.fromarray(crop).convert("RGB")
+
+    return {name: (lambda spec=spec: region(*spec)) for name, spec in CALIBRATION_PHOTOS.items()}
+
+
+def _check_calibration_dir(engine, study: str, calibration_dir: Path | None, rated: set[str]) -> None:
+    """Refuse a calibration folder holding images the study rates (``rated`` or already in it)."""
+    if calibration_dir is None:
+        return
+    if study in store.list_studies(engine):
+        rated = rated | set(store.image_names(engine, study, calibration=False))
+    clash = sorted(rated & set(hr_folder_images(calibration_dir)))
+    if clash:
+        raise store.StudyError(
+            f"{calibration_dir} has images the study rates ({', '.join(clash[:5])}): calibration "
+            f"images must be other photographs (the paper used BSD300 training images for BSD100)."
+        )
+
+
+def add_calibration_images(
+    engine, app_dir: Path, study: str, *, calibration_dir: Path | None, report: PrepareReport
+) -> None:
+    """Give the study its calibration-only images, up to its ``calibration_images`` option.
+
+    Each is an HR photograph shown twice before any rating: its nearest-neighbour 4x
+    upscale (from the same MATLAB-bicubic LR as the stimuli) as an example of a 1, and
+    itself as an example of a 5. They are never rated, and never a rated image: the paper
+    calibrated on BSD300 training images, outside the BSD100 it tested.
+    """
+    from srgan.images import ImageError, crop_to_multiple, load_image
+    from srgan.inference import Upscaler, downscale
+
+    wanted = store.study_summary(engine, study)["calibration_images"]
+    rated = set(store.image_names(engine, study, calibration=False))
+    have = store.image_names(engine, study, calibration=True)
+    sources = calibration_sources(calibration_dir)
+    _check_calibration_dir(engine, study, calibration_dir, rated)
+    anchors = (protocol.CALIBRATION_LOW, protocol.CALIBRATION_HIGH)
+
+    def missing(image_name: str) -> list[str]:
+        return [m for m in anchors if _needs_file(engine, app_dir, study, image_name, m)]
+
+    done = sum(not missing(image_name) for image_name in have)
+    upscaler = Upscaler()
+    for name, source in sources.items():
+        if done >= wanted:
+            break
+        image_name = CALIBRATION_PREFIX + name
+        todo = missing(image_name)
+        if name in rated or not todo or (image_name not in have and image_name in rated):
+            continue
+        try:
+            hr = load_image(source) if isinstance(source, Path) else source()
+        except ImageError as error:
+            report.notes.append(f"Skipped calibration image {name!r}: {error}")
+            continue
+        hr = crop_to_multiple(hr.convert("RGB"), 4)
+        pictures = {protocol.CALIBRATION_LOW: upscaler.upscale(downscale(hr), "nearest"), protocol.CALIBRATION_HIGH: hr}
+        for method in todo:
+            _add(engine, app_dir, study, image_name, method, pictures[method], calibration=True)
+            report.calibration_added += 1
+        done += 1
+    if done < wanted:
+        where = str(calibration_dir) if calibration_dir is not None else "the built-in photographs"
+        report.notes.append(
+            f"Only {done} of {wanted} calibration images: {where} had no more photographs that the study "
+            f"does not rate. Give more with --calibration-dir DIR."
+        )
 
 
 def hr_folder_images(folder: Path) -> dict[str, Path]:
@@ -155,8 +257,12 @@ def prepare_from_outputs(
     per_rater: int | None = None,
     repeats: int = 2,
     calibration_images: int = 2,
+    calibration_dir: Path | None = None,
 ) -> PrepareReport:
-    """A study from pre-made outputs: ``outputs_dir/<method>/<image>.png`` (any method name)."""
+    """A study from pre-made outputs: ``outputs_dir/<method>/<image>.png`` (any method name).
+
+    Then the calibration-only images (see ``add_calibration_images``).
+    """
     from srgan.images import ImageError, load_image
 
     outputs_dir = Path(outputs_dir)
@@ -170,6 +276,8 @@ def prepare_from_outputs(
         except store.StudyError:
             raise store.StudyError(f"Invalid method name {name!r}: use up to 64 letters, digits, '.', '-' or '_'.") from None
     engine = get_engine(db_url)
+    stems = {p.stem for name in wanted if name in folders for p in folders[name].iterdir()}
+    _check_calibration_dir(engine, study, calibration_dir, stems)
     store.ensure_study(engine, study, per_rater=per_rater, repeats=repeats, calibration_images=calibration_images)
     report = PrepareReport(study)
     for method in wanted:
@@ -189,6 +297,7 @@ def prepare_from_outputs(
                 continue
             _add(engine, app_dir, study, path.stem, method, picture)
             report.added += 1
+    add_calibration_images(engine, app_dir, study, calibration_dir=calibration_dir, report=report)
     return report
 
 
@@ -210,8 +319,12 @@ def ensure_default_study(*, db_url: str, app_dir: Path) -> str:
 
     engine = get_engine(db_url)
     methods = [m for m in DEFAULT_METHODS if m == "hr" or m in Upscaler().available_methods()]
-    complete = DEFAULT_STUDY in store.list_studies(engine) and not any(
-        _needs_file(engine, app_dir, DEFAULT_STUDY, image, method) for image in EXAMPLE_PHOTOS for method in methods
+    complete = (
+        DEFAULT_STUDY in store.list_studies(engine)
+        and not any(
+            _needs_file(engine, app_dir, DEFAULT_STUDY, image, method) for image in EXAMPLE_PHOTOS for method in methods
+        )
+        and store.study_summary(engine, DEFAULT_STUDY)["calibration_note"] is None
     )
     if not complete:
         prepare_from_hr(db_url=db_url, app_dir=app_dir, study=DEFAULT_STUDY, hr_images=example_photos(), methods=methods)
@@ -232,7 +345,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="balanced subset of this many stimuli per rater (default: all)")
     parser.add_argument("--repeats", type=int, default=None, help="hidden test-retest duplicates per rater (default 2)")
     parser.add_argument("--calibration-images", type=int, default=None,
-                        help="images shown first as examples of a 1 and a 5 (default 2)")
+                        help="images shown first as examples of a 1 and a 5, never rated (default 2)")
+    parser.add_argument("--calibration-dir", type=Path, default=None,
+                        help="photographs for those examples, none of them rated (default: scikit-image's)")
     return parser.parse_args(argv)
 
 
@@ -270,11 +385,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.hr_dir is not None:
             report = prepare_from_hr(
                 db_url=db_url, app_dir=app_dir, study=args.name, hr_images=hr_folder_images(args.hr_dir),
-                methods=methods or DEFAULT_METHODS, **options,
+                methods=methods or DEFAULT_METHODS, calibration_dir=args.calibration_dir, **options,
             )
         else:
             report = prepare_from_outputs(
-                db_url=db_url, app_dir=app_dir, study=args.name, outputs_dir=args.from_outputs, methods=methods, **options
+                db_url=db_url, app_dir=app_dir, study=args.name, outputs_dir=args.from_outputs, methods=methods,
+                calibration_dir=args.calibration_dir, **options,
             )
     except store.StudyError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -287,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{summary['images']} images x methods {', '.join(summary['methods'])} = {summary['stimuli']} stimuli "
         f"in {study_dir(app_dir, report.study)}"
     )
+    print(f"calibration: {summary['calibration_images_ready']} images, shown as examples of a 1 and a 5, never rated")
     if summary["calibration_note"]:
         print(f"note: {summary['calibration_note']}")
     return 0

@@ -3,7 +3,8 @@
 Pure functions, no database: which stimuli a rater gets (all, or a balanced subset), in which
 order (random from a recorded seed, never the same image twice in a row), which hidden
 test-retest duplicates are added (never adjacent to their original), and which calibration
-examples come first (nearest neighbour as a 1, the original HR as a 5, not counted).
+examples come first (nearest neighbour as a 1, the original HR as a 5, not counted), taken from
+separate calibration-only images, as the paper calibrated on images outside BSD100.
 
 A stimulus is given here as ``(stimulus_id, image_id, method_name)``.
 """
@@ -133,15 +134,16 @@ def insert_repeats(order: list[StimulusKey], *, count: int, rng: random.Random) 
     return sequence
 
 
-def calibration_plan(stimuli: list[StimulusKey], *, images: int, rng: random.Random) -> list[PlannedItem]:
-    """Examples shown first: for a few images, the nearest-neighbour version labelled 1 and the
-    original labelled 5 (whichever of the two the study has)."""
+def calibration_plan(calibration_stimuli: list[StimulusKey], *, images: int, rng: random.Random) -> list[PlannedItem]:
+    """Examples shown first, from the study's calibration-only images (never rated): for each of
+    ``images`` of them, the nearest-neighbour version labelled 1, then the original labelled 5.
+
+    Images with both versions are preferred; one with a single version shows that one.
+    """
     by_image: dict[int, dict[str, StimulusKey]] = defaultdict(dict)
-    for key in stimuli:
+    for key in calibration_stimuli:
         by_image[key[1]][key[2]] = key
     usable = sorted(i for i, m in by_image.items() if CALIBRATION_LOW in m or CALIBRATION_HIGH in m)
-    # Prefer images that have both examples.
-    usable.sort(key=lambda i: -len({CALIBRATION_LOW, CALIBRATION_HIGH} & set(by_image[i])))
     both = [i for i in usable if {CALIBRATION_LOW, CALIBRATION_HIGH} <= set(by_image[i])]
     pool = both if len(both) >= images else usable
     picked = sorted(rng.sample(pool, k=min(images, len(pool))))
@@ -154,33 +156,38 @@ def calibration_plan(stimuli: list[StimulusKey], *, images: int, rng: random.Ran
     return plan
 
 
-def calibration_note(method_names: set[str]) -> str | None:
-    """What to tell raters when the study lacks a calibration anchor (None when complete)."""
-    missing = [m for m in (CALIBRATION_LOW, CALIBRATION_HIGH) if m not in method_names]
-    if not missing:
+def calibration_note(*, available: int, wanted: int) -> str | None:
+    """What to tell the organiser when a study has fewer calibration images than it asks for."""
+    if available >= wanted:
         return None
-    if len(missing) == 2:
-        return "This study has no calibration examples (it includes neither nearest-neighbour nor original images)."
-    anchor = "a 5 (the original image)" if missing == [CALIBRATION_LOW] else "a 1 (nearest neighbour)"
-    return f"Calibration shows only examples of {anchor}: this study does not include the other anchor."
+    if available == 0:
+        return (
+            f"This study has no calibration images ({wanted} asked for): raters start rating without "
+            f"examples. Run python -m survey.prepare for it again to add them."
+        )
+    return f"This study has {available} calibration image(s) of the {wanted} asked for; raters see those."
 
 
 def plan_session(
     stimuli: list[StimulusKey],
     *,
+    calibration_stimuli: list[StimulusKey] = (),
     slot: int,
     seed: int,
     per_rater: int | None,
     repeats: int,
     calibration_images: int,
 ) -> list[PlannedItem]:
-    """The whole sequence one rater sees: calibration examples, then the rated items with their
+    """The whole sequence one rater sees: calibration examples (from ``calibration_stimuli``, the
+    calibration-only images' stimuli, never among ``stimuli``), then the rated items with their
     hidden duplicates. The same arguments always give the same plan."""
+    rated_images = {key[1] for key in stimuli}
+    if any(key[1] in rated_images for key in calibration_stimuli):
+        raise ValueError("a calibration image is among the rated images")
     rng = random.Random(seed)
-    calibration = calibration_plan(stimuli, images=calibration_images, rng=rng)
+    calibration = calibration_plan(list(calibration_stimuli), images=calibration_images, rng=rng)
     assigned = assign_stimuli(stimuli, slot=slot, per_rater=per_rater)
-    # The first rated image differs from the last calibration example too.
-    order = order_without_repeats(assigned, rng=rng, after_image=calibration[-1].image_id if calibration else None)
+    order = order_without_repeats(assigned, rng=rng)
     rated = [
         PlannedItem(key[0], key[1], is_repeat=is_repeat)
         for key, is_repeat in insert_repeats(order, count=repeats, rng=rng)

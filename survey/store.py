@@ -162,13 +162,37 @@ def stimulus_file_name(engine: Engine, study: str, image: str, method: str) -> s
         )
 
 
+def image_names(engine: Engine, study: str, *, calibration: bool) -> list[str]:
+    """The names of a study's rated images, or of its calibration-only images."""
+    with Session(engine) as session:
+        study_row = _study(session, study)
+        return list(session.scalars(
+            select(Image.name).where(Image.study_id == study_row.id, Image.calibration.is_(calibration)).order_by(Image.name)
+        ))
+
+
 def register_stimulus(
-    engine: Engine, study: str, *, image: str, method: str, file_name: str, width: int, height: int
+    engine: Engine, study: str, *, image: str, method: str, file_name: str, width: int, height: int,
+    calibration: bool = False,
 ) -> None:
-    """Record (or re-point) the stimulus file of an (image, method)."""
+    """Record (or re-point) the stimulus file of an (image, method).
+
+    ``calibration``: the image is shown only as a calibration example, never rated; an image
+    is one or the other for good.
+    """
     with Session(engine) as session, session.begin():
         study_row = _study(session, study)
-        image_row = _get_or_add(session, Image, study_id=study_row.id, name=image)
+        image_row = session.scalar(select(Image).where(Image.study_id == study_row.id, Image.name == image))
+        if image_row is None:
+            image_row = Image(study_id=study_row.id, name=image, calibration=calibration)
+            session.add(image_row)
+            session.flush()
+        elif image_row.calibration != calibration:
+            role = "a calibration image" if image_row.calibration else "a rated image"
+            raise StudyError(
+                f"Image {image!r} is already {role} of study {study!r}: calibration images are never rated, "
+                f"so one image cannot be both. Give it another name."
+            )
         method_row = _get_or_add(session, Method, study_id=study_row.id, name=method)
         stimulus = _get_or_add(session, Stimulus, study_id=study_row.id, image_id=image_row.id, method_id=method_row.id)
         stimulus.file_name, stimulus.width, stimulus.height = file_name, width, height
@@ -179,18 +203,25 @@ def study_summary(engine: Engine, study: str) -> dict:
     with Session(engine) as session:
         study_row = _study(session, study)
         sid = study_row.id
-        n_stimuli = session.scalar(
-            select(func.count(Stimulus.id)).where(Stimulus.study_id == sid, Stimulus.file_name.is_not(None))
-        )
-        methods = list(session.scalars(select(Method.name).where(Method.study_id == sid).order_by(Method.name)))
+        rated, calibration = _eligible_stimuli(session, sid)
+        n_calibration = len({image_id for _, image_id, _ in calibration})
         return {
             "study": study_row.name,
-            "images": session.scalar(select(func.count(Image.id)).where(Image.study_id == sid)),
-            "methods": methods,
-            "stimuli": n_stimuli,
+            "images": session.scalar(
+                select(func.count(Image.id)).where(Image.study_id == sid, Image.calibration.is_(False))
+            ),
+            "methods": list(session.scalars(
+                select(Method.name).distinct()
+                .join(Stimulus, Stimulus.method_id == Method.id)
+                .join(Image, Stimulus.image_id == Image.id)
+                .where(Method.study_id == sid, Image.calibration.is_(False))
+                .order_by(Method.name)
+            )),
+            "stimuli": len(rated),
             "per_rater": study_row.per_rater,
             "repeats": study_row.repeats,
             "calibration_images": study_row.calibration_images,
+            "calibration_images_ready": n_calibration,
             "sessions": session.scalar(select(func.count(RatingSession.id)).where(RatingSession.study_id == sid)),
             "ratings": session.scalar(
                 select(func.count(Rating.id))
@@ -198,7 +229,7 @@ def study_summary(engine: Engine, study: str) -> dict:
                 .join(RatingSession, Presentation.session_id == RatingSession.id)
                 .where(RatingSession.study_id == sid)
             ),
-            "calibration_note": protocol.calibration_note(set(methods)),
+            "calibration_note": protocol.calibration_note(available=n_calibration, wanted=study_row.calibration_images),
         }
 
 
@@ -221,7 +252,6 @@ class Item:
     total: int  # ratings asked for in all
     calibration_seen: int
     calibration_total: int
-    calibration_note: str | None
 
     @property
     def done(self) -> bool:
@@ -240,7 +270,6 @@ class Item:
             "total": self.total,
             "calibration_seen": self.calibration_seen,
             "calibration_total": self.calibration_total,
-            "calibration_note": self.calibration_note,
         }
 
 
@@ -261,14 +290,21 @@ def _rater(session: Session, code: str) -> Rater:
     return rater
 
 
-def _eligible_stimuli(session: Session, study_id: int) -> list[protocol.StimulusKey]:
+def _eligible_stimuli(
+    session: Session, study_id: int
+) -> tuple[list[protocol.StimulusKey], list[protocol.StimulusKey]]:
+    """The stimuli with a file: (those to rate, those of the calibration-only images)."""
     rows = session.execute(
-        select(Stimulus.id, Stimulus.image_id, Method.name)
+        select(Stimulus.id, Stimulus.image_id, Method.name, Image.calibration)
         .join(Method, Stimulus.method_id == Method.id)
+        .join(Image, Stimulus.image_id == Image.id)
         .where(Stimulus.study_id == study_id, Stimulus.file_name.is_not(None))
         .order_by(Stimulus.id)
     )
-    return [(r[0], r[1], r[2]) for r in rows]
+    rated, calibration = [], []
+    for stimulus_id, image_id, method, is_calibration in rows:
+        (calibration if is_calibration else rated).append((stimulus_id, image_id, method))
+    return rated, calibration
 
 
 def _create_session(engine: Engine, rater_id: int, study_id: int) -> None:
@@ -281,7 +317,7 @@ def _create_session(engine: Engine, rater_id: int, study_id: int) -> None:
                 ):
                     return
                 study = session.get(Study, study_id)
-                stimuli = _eligible_stimuli(session, study_id)
+                stimuli, calibration_stimuli = _eligible_stimuli(session, study_id)
                 if not stimuli:
                     raise StudyError("This study has no images yet; please come back later.")
                 slot = session.scalar(
@@ -295,6 +331,7 @@ def _create_session(engine: Engine, rater_id: int, study_id: int) -> None:
                 session.flush()
                 plan = protocol.plan_session(
                     stimuli,
+                    calibration_stimuli=calibration_stimuli,
                     slot=slot,
                     seed=seed,
                     per_rater=study.per_rater,
@@ -356,7 +393,6 @@ def _item(session: Session, rater: Rater, rating_session: RatingSession, study: 
         .outerjoin(Rating, Rating.presentation_id == Presentation.id)
         .where(Presentation.session_id == rating_session.id)
     ).one()
-    methods = set(session.scalars(select(Method.name).where(Method.study_id == study.id)))
     stimulus = current.stimulus if current is not None else None
     if current is not None and mark_shown:
         current.shown_at = utc_now()
@@ -373,7 +409,6 @@ def _item(session: Session, rater: Rater, rating_session: RatingSession, study: 
         total=counts[0],
         calibration_seen=counts[3],
         calibration_total=counts[2],
-        calibration_note=protocol.calibration_note(methods),
     )
 
 

@@ -257,8 +257,6 @@ def build_study_tab(*, db_url: str, app_dir: Path, study: str = "examples") -> N
         item = outcome.item
         stimulus, readable = _stimulus_html(app_dir, item)
         message = outcome.message
-        if item.is_calibration and item.calibration_note:
-            message = (message + "\n\n" if message else "") + item.calibration_note
         return (
             {"code": outcome.code, "presentation_id": item.presentation_id},
             gr.update(value=outcome.code),

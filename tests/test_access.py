@@ -111,15 +111,19 @@ def test_a_rater_reads_and_writes_only_their_own_session(server, client):
 def test_stimulus_files_and_answers_do_not_reveal_the_method(server, client):
     folder = prepare.study_dir(server.app_dir, STUDY)
     files = sorted(folder.iterdir())
-    assert len(files) == 3 * 3
+    assert len(files) == 3 * 3 + 2 * 2  # and two calibration images as nearest and original
+    engine = db.get_engine(server.db_url)
+    rated = {store.stimulus_file_name(engine, STUDY, image, method)
+             for image in store.image_names(engine, STUDY, calibration=False) for method in ("nearest", "bicubic", "hr")}
     sizes = set()
     for path in files:
         assert re.fullmatch(r"[0-9a-f]{32}\.png", path.name), path.name
         with Image.open(path) as image:
-            sizes.add(image.size)
+            if path.name in rated:
+                sizes.add(image.size)
             text = " ".join(f"{k}={v}" for k, v in image.info.items()).lower()
         assert not any(method in text for method in ("nearest", "bicubic", "hr", "srgan"))
-    assert len(sizes) == 1  # every method has the same size: size says nothing either
+    assert len(rated) == 9 and len(sizes) == 1  # every method has the same size: size says nothing either
     state = _to_first_rating(client)
     assert "method" not in state and "file_name" not in state
     assert not any(name.removesuffix(".png") in str(state) for name in (p.name for p in files))

@@ -77,14 +77,19 @@ def test_rater_calibrates_rates_by_click_and_key_and_resumes(server, chromium_pa
             page.locator("#study-consent input").check()
             page.locator("#study-start").click()
             # Calibration: an example of a 1 (nearest), then of a 5 (original); Continue / Enter.
+            stimulus = page.locator("#study-stimulus img.stimulus")
             wait_progress(page, "Calibration example 1 of 2")
             expect(page.locator("#study-stimulus")).to_contain_text("Example of a 1 (Bad)")
             expect(page.locator("#study-score-3")).to_be_hidden()
+            examples = [stimulus.get_attribute("src")]
             page.locator("#study-continue").click()
             wait_progress(page, "Calibration example 2 of 2")
             expect(page.locator("#study-stimulus")).to_contain_text("Example of a 5 (Excellent)")
+            examples.append(stimulus.get_attribute("src"))
             page.keyboard.press("Enter")
             wait_progress(page, "Image 1 of 10")
+            # The examples are separate photographs: neither is ever an image to rate.
+            rated_images = [stimulus.get_attribute("src")]
             code = re.search(r"rater=([A-Za-z0-9_-]+)", page.url).group(1)
             # Native size: the 64x48 HR -> 16x12 LR -> 64x48 stimuli, not stretched.
             box = page.locator("#study-stimulus img.stimulus").bounding_box()
@@ -94,10 +99,13 @@ def test_rater_calibrates_rates_by_click_and_key_and_resumes(server, chromium_pa
                 page.locator(f"#study-score-{score}").click()
                 given.append(score)
                 wait_progress(page, f"Image {n + 1} of 10")
+                rated_images.append(stimulus.get_attribute("src"))
             for n, score in enumerate([4, 3], start=4):  # by keys
                 page.keyboard.press(str(score))
                 given.append(score)
                 wait_progress(page, f"Image {n + 1} of 10")
+                rated_images.append(stimulus.get_attribute("src"))
+            assert len(set(examples)) == 2 and not set(examples) & set(rated_images)
             expect(page.locator("#study-message")).to_contain_text("Saved")
             page.screenshot(path=str(tmp_path / "study.png"), full_page=True)
             page.close()

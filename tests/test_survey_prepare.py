@@ -61,20 +61,22 @@ def test_prepare_from_hr_is_idempotent_and_skips_methods_without_weights(tmp_pat
     summary = store.study_summary(db.get_engine(db_url), "s")
     assert summary["methods"] == ["bicubic", "hr", "nearest"] and summary["stimuli"] == 6
     first = files_of(app_dir)
-    assert len(first) == 6
+    assert len(first) == 6 + 4  # and two calibration images, each as nearest and original
     for name in first:  # names reveal nothing about the method
         assert len(name) == 36 and name.endswith(".png")
-        assert not any(m in name for m in ("nearest", "bicubic", "hr", "pic"))
-    # Sizes: HR cropped to 48x40, every method 4x the 12x10 LR.
+        assert not any(m in name for m in ("nearest", "bicubic", "hr", "pic", "calibration"))
+    # Sizes: HR cropped to 48x40, every method 4x the 12x10 LR; calibration photos 256x256.
     sizes = {Image.open(prepare.study_dir(app_dir, "s") / n).size for n in first}
-    assert sizes == {(48, 40)}
+    assert sizes == {(48, 40), (256, 256)}
 
     assert prepare.main(args) == 0  # again: nothing changes
     assert "0 stimuli added, 6 already there" in capsys.readouterr().out
     assert files_of(app_dir) == first
 
     photo(7).save(folder / "pic9.png")  # a new image adds only its stimuli
-    (prepare.study_dir(app_dir, "s") / sorted(first)[0]).unlink()  # a lost file is remade
+    engine = db.get_engine(db_url)
+    for image, method in (("pic0", "bicubic"), ("calibration-cameraman", "nearest")):  # lost files are remade
+        (prepare.study_dir(app_dir, "s") / store.stimulus_file_name(engine, "s", image, method)).unlink()
     assert prepare.main(args) == 0
     assert "4 stimuli added, 5 already there" in capsys.readouterr().out
     assert store.study_summary(db.get_engine(db_url), "s")["stimuli"] == 9
@@ -105,7 +107,8 @@ def test_prepare_from_outputs(tmp_path, app_dir, db_url, capsys):
     assert "broken.png" in out and "6 stimuli added" in out
     summary = store.study_summary(db.get_engine(db_url), "pub")
     assert summary["methods"] == ["baseline", "hr"] and summary["images"] == 3
-    assert "5" in summary["calibration_note"]  # no nearest: calibration only shows a 5
+    # No nearest among the outputs: the calibration images still show both anchors.
+    assert summary["calibration_note"] is None and summary["calibration_images_ready"] == 2
     assert prepare.main(args) == 0
     assert "0 stimuli added, 6 already there" in capsys.readouterr().out
 
@@ -141,3 +144,52 @@ def test_default_study_is_quick_and_made_once(app_dir, db_url, no_weights):
     again = time.perf_counter() - start
     assert files_of(app_dir, "examples") == before
     assert first < 30 and again < 2, (first, again)
+
+
+def test_calibration_images_are_other_photographs_and_never_rated(tmp_path, app_dir, db_url, no_weights, capsys):
+    folder = hr_folder(tmp_path, n=3)
+    base = ["--name", "s", "--hr-dir", str(folder), "--db", db_url, "--app-dir", str(app_dir)]
+    # The study's own photos cannot calibrate it: refused with a reason, nothing half-made.
+    assert prepare.main([*base, "--calibration-dir", str(folder)]) == 2
+    assert "images the study rates" in capsys.readouterr().err
+    assert store.list_studies(db.get_engine(db_url)) == []
+    own = tmp_path / "calibration"
+    own.mkdir()
+    for i in (20, 21, 22):
+        photo(i, size=(64, 48)).save(own / f"train{i}.png")
+    assert prepare.main([*base, "--calibration-dir", str(own), "--calibration-images", "3"]) == 0
+    assert "calibration: 3 images" in capsys.readouterr().out
+    engine = db.get_engine(db_url)
+    assert store.image_names(engine, "s", calibration=True) == [f"calibration-train{i}" for i in (20, 21, 22)]
+    summary = store.study_summary(engine, "s")
+    assert summary["images"] == 3 and summary["stimuli"] == 9 and summary["calibration_note"] is None
+
+    # Every rater: the calibration examples first, a 1 then a 5 of each calibration image, and
+    # not one of those images among the rated ones.
+    for _ in range(5):
+        code = store.new_rater(engine, consent=True)
+        store.join_study(engine, code, "s")
+        plan = store.session_plan(engine, code, "s")
+        shown = [p for p in plan if p["is_calibration"]]
+        assert [(p["method"], p["calibration_score"]) for p in shown] == [("nearest", 1), ("hr", 5)] * 3
+        assert plan[: len(shown)] == shown
+        assert not {p["image_id"] for p in shown} & {p["image_id"] for p in plan if not p["is_calibration"]}
+    # An image cannot change sides later.
+    with pytest.raises(store.StudyError, match="calibration image"):
+        store.register_stimulus(engine, "s", image="calibration-train20", method="bicubic", file_name="x.png",
+                                width=1, height=1)
+
+
+def test_built_in_calibration_photos_skip_what_a_study_rates(app_dir, db_url, no_weights):
+    prepare.ensure_default_study(db_url=db_url, app_dir=app_dir)
+    engine = db.get_engine(db_url)
+    assert store.image_names(engine, "examples", calibration=True) == ["calibration-cameraman", "calibration-motorcycle"]
+    # A study rating those two too gets the next free photographs (the examples' own, here).
+    report = prepare.prepare_from_hr(db_url=db_url, app_dir=app_dir, study="other", methods=["bicubic", "hr"],
+                                     hr_images={"motorcycle": photo(1), "cameraman": photo(2)}, calibration_images=3)
+    assert store.image_names(engine, "other", calibration=True) == [
+        "calibration-astronaut", "calibration-chelsea", "calibration-coffee"
+    ]
+    assert report.calibration_added == 6 and report.notes == []
+    assert prepare.prepare_from_hr(db_url=db_url, app_dir=app_dir, study="few", methods=["hr"], calibration_images=9,
+                                   hr_images={"one": photo(3)}).notes[-1].startswith("Only 6 of 9 calibration images")

@@ -57,12 +57,23 @@ def test_order_never_shows_the_same_image_twice_in_a_row(seed):
             assert index - original >= 2
 
 
-def test_the_first_rated_image_differs_from_the_last_calibration_example():
+def calibration_stimuli(n_images: int, first_id: int = 1000) -> list[protocol.StimulusKey]:
+    """Stimuli of calibration-only images (ids apart from make_stimuli's)."""
+    return [(first_id + k[0], first_id + k[1], k[2]) for k in make_stimuli(n_images, ["nearest", "hr"])]
+
+
+def test_calibration_examples_are_never_rated_images():
+    stimuli, calibration = make_stimuli(4, METHODS), calibration_stimuli(3)
     for seed in range(30):
-        plan = protocol.plan_session(make_stimuli(4, METHODS), slot=0, seed=seed, per_rater=None, repeats=2,
-                                     calibration_images=2)
-        first_rated = next(i for i, p in enumerate(plan) if not p.is_calibration)
-        assert plan[first_rated].image_id != plan[first_rated - 1].image_id
+        plan = protocol.plan_session(stimuli, calibration_stimuli=calibration, slot=0, seed=seed, per_rater=None,
+                                     repeats=2, calibration_images=2)
+        shown = {p.image_id for p in plan if p.is_calibration}
+        rated = {p.image_id for p in plan if not p.is_calibration}
+        assert len(shown) == 2 and shown <= {k[1] for k in calibration} and not shown & rated
+    # A calibration image among the rated ones is a programming error, not a plan.
+    with pytest.raises(ValueError, match="calibration image"):
+        protocol.plan_session(stimuli, calibration_stimuli=stimuli[:2], slot=0, seed=1, per_rater=None, repeats=0,
+                              calibration_images=1)
 
 
 def test_single_image_study_still_gets_a_plan():
@@ -106,24 +117,28 @@ def test_each_rater_sees_each_image_under_several_methods_when_the_subset_allows
 
 
 def test_calibration_shows_nearest_as_1_and_hr_as_5_first():
-    stimuli = make_stimuli(5, METHODS)
-    plan = protocol.plan_session(stimuli, slot=0, seed=7, per_rater=None, repeats=0, calibration_images=2)
-    calibration = [p for p in plan if p.is_calibration]
-    assert plan[: len(calibration)] == calibration
-    method_of = {k[0]: k[2] for k in stimuli}
-    assert [(method_of[p.stimulus_id], p.calibration_score) for p in calibration] == [
+    stimuli, calibration = make_stimuli(5, METHODS), calibration_stimuli(4)
+    plan = protocol.plan_session(stimuli, calibration_stimuli=calibration, slot=0, seed=7, per_rater=None, repeats=0,
+                                 calibration_images=2)
+    shown = [p for p in plan if p.is_calibration]
+    assert plan[: len(shown)] == shown
+    method_of = {k[0]: k[2] for k in calibration}
+    assert [(method_of[p.stimulus_id], p.calibration_score) for p in shown] == [
         ("nearest", 1), ("hr", 5), ("nearest", 1), ("hr", 5)
     ]
-    assert protocol.calibration_note(set(METHODS)) is None
+    # Without calibration images there are no examples, and the rated part is whole.
+    bare = protocol.plan_session(stimuli, slot=0, seed=7, per_rater=None, repeats=0, calibration_images=2)
+    assert not any(p.is_calibration for p in bare) and len(bare) == len(stimuli)
 
 
-def test_calibration_uses_what_exists_and_says_so():
-    stimuli = make_stimuli(3, ["bicubic", "hr"])
-    plan = protocol.calibration_plan(stimuli, images=2, rng=random.Random(0))
+def test_calibration_uses_what_exists_and_the_organiser_is_told():
+    half = [k for k in calibration_stimuli(3) if k[2] == "hr"]
+    plan = protocol.calibration_plan(half, images=2, rng=random.Random(0))
     assert [p.calibration_score for p in plan] == [5, 5]
-    assert "5" in protocol.calibration_note({"bicubic", "hr"})
-    assert protocol.calibration_plan(make_stimuli(3, ["bicubic"]), images=2, rng=random.Random(0)) == []
-    assert "no calibration" in protocol.calibration_note({"bicubic"})
+    assert protocol.calibration_note(available=2, wanted=2) is None
+    assert protocol.calibration_note(available=0, wanted=0) is None
+    assert "1 calibration image(s) of the 2" in protocol.calibration_note(available=1, wanted=2)
+    assert "no calibration images" in protocol.calibration_note(available=0, wanted=2)
 
 
 def test_raters_needed_for_a_target():

@@ -38,11 +38,16 @@ METHODS = ["nearest", "bicubic", "srgan", "hr"]
 
 
 def make_study(engine, name="s", *, n_images=4, methods=METHODS, **options) -> str:
+    """A study as survey.prepare makes one: rated images, then calibration-only images (nearest and hr)."""
     store.ensure_study(engine, name, **options)
     for i in range(n_images):
         for method in methods:
             store.register_stimulus(engine, name, image=f"img{i}", method=method,
                                     file_name=f"{i:02d}{method}.png", width=8, height=8)
+    for i in range(options.get("calibration_images", 2)):
+        for method in ("nearest", "hr"):
+            store.register_stimulus(engine, name, image=f"cal{i}", method=method, file_name=f"cal{i:02d}{method}.png",
+                                    width=8, height=8, calibration=True)
     return name
 
 
@@ -68,6 +73,29 @@ def test_schema_version_recorded_and_newer_refused(db_url, engine):
         db.get_engine(db_url)
     with db.create_engine(db_url).begin() as connection:  # put it back so the fixture can clean up
         connection.execute(update(SchemaInfo).values(version=db.SCHEMA_VERSION))
+
+
+def test_a_version_1_database_is_migrated_and_keeps_its_study(db_url, engine):
+    """Version 1 had no calibration-only images: its images become rated ones, its raters keep their plans."""
+    study = make_study(engine, n_images=2, methods=["nearest", "hr"], calibration_images=0)
+    code = store.new_rater(engine, consent=True)
+    first = pass_calibration(engine, code, study)
+    store.submit_rating(engine, code, study, first.presentation_id, 3)
+    with engine.begin() as connection:  # back to version 1's schema
+        connection.execute(text("ALTER TABLE images DROP COLUMN calibration"))
+        connection.execute(update(SchemaInfo).values(version=1))
+    db.dispose_engine(db_url)
+    engine = db.get_engine(db_url)
+    with engine.connect() as connection:
+        assert connection.scalar(select(SchemaInfo.version)) == db.SCHEMA_VERSION == 2
+    assert store.image_names(engine, study, calibration=False) == ["img0", "img1"]
+    assert store.image_names(engine, study, calibration=True) == []
+    assert [score for _, _, score in store.session_ratings(engine, code, study)] == [3]
+    store.register_stimulus(engine, study, image="cal0", method="hr", file_name="cal0hr.png", width=8, height=8,
+                            calibration=True)
+    assert store.study_summary(engine, study)["calibration_images_ready"] == 1
+    db.dispose_engine(db_url)
+    db.get_engine(db_url)  # a second start finds nothing to do
 
 
 def test_sqlite_runs_in_wal_with_foreign_keys(engine):
@@ -231,9 +259,12 @@ def test_plans_are_recorded_balanced_and_free_of_neighbours(engine):
         # The plan is reproduced from the recorded seed and slot.
         with engine.connect() as connection:
             rows = connection.execute(
-                select(db.Stimulus.id, db.Stimulus.image_id, db.Method.name)
-                .join(db.Method, db.Stimulus.method_id == db.Method.id).order_by(db.Stimulus.id)).all()
-        replay = protocol.plan_session([tuple(r) for r in rows], slot=plan[0]["slot"], seed=plan[0]["seed"],
+                select(db.Stimulus.id, db.Stimulus.image_id, db.Method.name, db.Image.calibration)
+                .join(db.Method, db.Stimulus.method_id == db.Method.id)
+                .join(db.Image, db.Stimulus.image_id == db.Image.id).order_by(db.Stimulus.id)).all()
+        replay = protocol.plan_session([tuple(r[:3]) for r in rows if not r[3]],
+                                       calibration_stimuli=[tuple(r[:3]) for r in rows if r[3]],
+                                       slot=plan[0]["slot"], seed=plan[0]["seed"],
                                        per_rater=8, repeats=2, calibration_images=2)
         assert [p.stimulus_id for p in replay] == [p["stimulus_id"] for p in plan]
     # 9 raters x 8 = 72 ratings over 24 stimuli: exactly 3 each.
@@ -263,6 +294,11 @@ def test_export_round_trip_and_import_is_idempotent(engine, db_url, tmp_path):
     imported = export.ratings_frame(db_url, "elsewhere")
     assert list(imported["score"]) == scores and list(imported["image"]) == list(frame["image"])
     assert len(export.ratings_frame(db_url)) == 14
+    # Ratings of an image the study only shows as a calibration example are refused whole.
+    onto_calibration = back.assign(image=back["image"].where(back.index > 0, "cal0"), session="other")
+    with pytest.raises(export.RatingsFileError, match="calibration images .*cal0"):
+        export.import_ratings(db_url, onto_calibration, study=study)
+    assert len(export.ratings_frame(db_url, study)) == 7
 
 
 @pytest.mark.parametrize(
