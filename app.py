@@ -23,7 +23,7 @@ import secrets
 import socket
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 # Before gradio is imported: no analytics or version check over the network.
@@ -31,14 +31,16 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 
+from demo.compare import LABELS  # noqa: E402
 from demo.ui import CSS, build_demo_tab  # noqa: E402
 from srgan.images import DEFAULT_MAX_BYTES, default_max_pixels  # noqa: E402
 from srgan.inference import Upscaler  # noqa: E402
+from srgan.weights import METHOD_WEIGHTS, is_available, missing_line  # noqa: E402
 from survey.admin_tab import build_results_tab  # noqa: E402
+from survey.db import default_app_dir  # noqa: E402
 from survey.prepare import DEFAULT_STUDY, ensure_default_study  # noqa: E402
 from survey.study_tab import build_study_tab  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent
 TITLE = "SRGAN: photo-realistic 4x super-resolution"
 # Gradio refuses larger uploads before writing them; srgan.images refuses them anyway.
 DEFAULT_MAX_UPLOAD_MB = DEFAULT_MAX_BYTES / 2**20
@@ -53,7 +55,7 @@ class AppConfig:
     device: str = "cpu"
     max_pixels: int | None = None  # None: SRGAN_MAX_PIXELS or srgan.images.DEFAULT_MAX_PIXELS
     db_url: str | None = None  # None: sqlite:///<app_dir>/study.sqlite
-    app_dir: Path = ROOT / "var"
+    app_dir: Path = field(default_factory=default_app_dir)
     admin_token: str | None = None
     concurrency: int = 1  # requests run at once per event; more would starve a small CPU
     study: str = "examples"  # the study the MOS tab serves; "examples" is made on first start
@@ -96,6 +98,15 @@ def build_app(config: AppConfig) -> gr.Blocks:
         app.load(landing_tab, outputs=tabs, queue=False, api_visibility="private")
     app.queue(default_concurrency_limit=config.concurrency, max_size=64)
     return app
+
+
+def missing_weights_warnings() -> list[str]:
+    """One line per missing weights file, said at start-up rather than at the first comparison."""
+    return [
+        f"warning: the {LABELS[method]} panel stays empty and the alpha slider is off (bicubic works): "
+        f"missing {missing_line(name)}"
+        for method, name in METHOD_WEIGHTS.items() if not is_available(name)
+    ]
 
 
 def landing_tab(request: gr.Request):
@@ -167,8 +178,9 @@ def parse_args(argv: list[str] | None) -> AppConfig:
                         help="refuse larger input images (SRGAN_MAX_PIXELS; default 4 megapixels)")
     parser.add_argument("--db-url", default=env.get("SURVEY_DB_URL"),
                         help="study database URL (SURVEY_DB_URL; default sqlite:///<app dir>/study.sqlite)")
-    parser.add_argument("--app-dir", type=Path, default=Path(env.get("SRGAN_APP_DIR", ROOT / "var")),
-                        help="folder for the app's state (SRGAN_APP_DIR; default <repo>/var)")
+    parser.add_argument("--app-dir", type=Path, default=None,
+                        help="folder for the app's state (SRGAN_APP_DIR; default var/ in the checkout, or in "
+                        "the current folder for an installed package)")
     parser.add_argument("--admin-token", default=env.get("SRGAN_ADMIN_TOKEN"),
                         help="token that opens the results tab (SRGAN_ADMIN_TOKEN)")
     parser.add_argument("--concurrency", type=int, default=env.get("SRGAN_CONCURRENCY", 1),
@@ -216,7 +228,7 @@ def parse_args(argv: list[str] | None) -> AppConfig:
         device=args.device,
         max_pixels=args.max_pixels,
         db_url=args.db_url,
-        app_dir=args.app_dir.resolve(),
+        app_dir=(args.app_dir or default_app_dir()).resolve(),
         admin_token=token,
         concurrency=args.concurrency,
         study=args.study,
@@ -249,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"error: {error}")
     except SQLAlchemyError as error:  # unreachable server, bad URL: one line, not a traceback
         sys.exit(f"error: the study database {display_url(config.study_db_url)} failed: {error}")
+    for line in missing_weights_warnings():
+        print(line, file=sys.stderr, flush=True)
     launch(app, config)
     return 0
 

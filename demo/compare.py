@@ -28,9 +28,9 @@ import numpy as np
 from PIL import Image
 
 from srgan.images import crop_to_multiple, default_max_pixels, load_image
-from srgan.inference import Upscaler, downscale
+from srgan.inference import Upscaler, downscale, required_weights
 from srgan.metrics import psnr_y, ssim_y
-from srgan.weights import MissingWeightsError
+from srgan.weights import METHOD_WEIGHTS, WEIGHTS, MissingWeightsError
 
 SCALE = 4
 MODES = ("Auto", "Treat as HR", "Treat as LR")
@@ -48,10 +48,6 @@ LABELS = {
     "srgan": "SRGAN",
     "hr": "HR (original)",
     "lr": "LR input",
-}
-TRAIN_COMMANDS = {
-    "srresnet": "python -m srgan.train --stage srresnet",
-    "srgan": "python -m srgan.train --stage srgan",
 }
 METRIC_HEADERS = ["Method", "Time (s)", "PSNR (dB)", "SSIM", "NIQE", "Note"]
 
@@ -100,10 +96,11 @@ def method_label(method: str, alpha: float = 1.0) -> str:
 
 
 def missing_weights_note(method: str) -> str:
-    name = LABELS[method]
+    """Markdown: the method's missing weights file and the command (alone in the code span) that makes it."""
+    info = WEIGHTS[METHOD_WEIGHTS[method]]
     return (
-        f"{name} weights are not in this package yet: they are trained by "
-        f"`{TRAIN_COMMANDS[method]}` on a GPU."
+        f"{LABELS[method]} weights are not in this package yet ({info.filename}): they are made "
+        f"{info.where}, with `{info.recipe}`."
     )
 
 
@@ -170,14 +167,13 @@ def _niqe_or_none(image: Image.Image) -> float | None:
 
 
 def _run_method(upscaler: Upscaler, lr: Image.Image, method: str, alpha: float) -> MethodResult:
+    blend = method == "srgan" and alpha < 1.0  # interpolates both networks' weights (α = 0: SRResNet's)
+    needed = required_weights(method, alpha if blend else None)
     available = set(upscaler.available_methods())
-    needed = {"srresnet"} if method == "srresnet" else {"srgan"} if method == "srgan" else set()
-    if method == "srgan" and alpha < 1.0:
-        needed.add("srresnet")  # the blend interpolates both networks' weights
-    missing = sorted(needed - available)
+    missing = [m for m in RESULT_METHODS if METHOD_WEIGHTS.get(m) in needed and m not in available]
     if missing:
         note = " ".join(missing_weights_note(m) for m in missing)
-        if method == "srgan" and alpha < 1.0 and missing == ["srresnet"]:
+        if blend and missing == ["srresnet"]:
             note = "Blending SRResNet into SRGAN (α < 1) needs both networks. " + note
         return MethodResult(method, note=note)
     start = time.perf_counter()

@@ -40,7 +40,7 @@ from demo.compare import (
 from demo.examples import write_examples
 from srgan.images import ImageError, default_max_pixels, load_image
 from srgan.inference import Upscaler
-from srgan.weights import WEIGHTS, describe
+from srgan.weights import METHOD_WEIGHTS, WEIGHTS, describe, is_available
 
 
 # Pixel-level views stay blocky when the browser scales them (pass to launch(css=...)).
@@ -92,6 +92,31 @@ def png_file(image: Image.Image, folder: Path, name: str) -> str:
             Path(partial).unlink(missing_ok=True)
             raise
     return str(path)
+
+
+def weights_markdown() -> str:
+    """How each network was made; before any comparison, which panels stay empty and why."""
+    lines = [f"- {describe(name)}" for name in WEIGHTS]
+    missing = [LABELS[method] for method, name in METHOD_WEIGHTS.items() if not is_available(name)]
+    if missing:
+        lines.append(
+            f"\n⚠️ **The {' and '.join(missing)} panel{'s' if len(missing) > 1 else ''} will stay empty**: "
+            "weights missing (above: the file and the command that makes it). α is off: it blends both "
+            "networks. Bicubic works."
+        )
+    return "\n".join(lines)
+
+
+def alpha_slider_args() -> dict[str, Any]:
+    """The α slider's interactivity and help: α blends SRResNet and SRGAN, so it needs both."""
+    missing = [WEIGHTS[name].filename for name in METHOD_WEIGHTS.values() if not is_available(name)]
+    if missing:
+        return {"interactive": False,
+                "info": f"Off: blending needs both networks' weights, and {' and '.join(missing)} "
+                        f"{'are' if len(missing) > 1 else 'is'} missing."}
+    return {"interactive": True,
+            "info": "0 = SRResNet (MSE), 1 = SRGAN (perceptual); in between the two networks' "
+                    "weights are blended. Re-runs SRGAN on release."}
 
 
 def _pick_pair(labels: list[str]) -> tuple[str, str]:
@@ -236,7 +261,7 @@ class DemoTab:
             "original (PSNR / SSIM on Y, NIQE). **Small images** are treated as **LR** and "
             "upscaled 4x (NIQE only). Change it with *Mode*. Lower NIQE = more natural."
         )
-        gr.Markdown("\n".join(f"- {describe(name)}" for name in WEIGHTS), elem_id="demo-weights")
+        gr.Markdown(weights_markdown(), elem_id="demo-weights")
         state = gr.State(None)
         with gr.Row():
             with gr.Column(scale=2):
@@ -247,10 +272,8 @@ class DemoTab:
             with gr.Column(scale=1):
                 mode = gr.Radio(list(MODES), value="Auto", label="Mode", elem_id="demo-mode")
                 alpha = gr.Slider(
-                    0, 1, value=1.0, step=0.05, label="Perception ↔ distortion: α",
-                    info="0 = SRResNet (MSE), 1 = SRGAN (perceptual); in between the two networks' "
-                    "weights are blended. Re-runs SRGAN on release.",
-                    elem_id="demo-alpha",
+                    0, 1, value=1.0, step=0.05, label="Perception ↔ distortion: α", elem_id="demo-alpha",
+                    **alpha_slider_args(),
                 )
                 run = gr.Button("Compare", variant="primary", elem_id="demo-run")
                 status = gr.Markdown(label="mode", elem_id="demo-status")

@@ -49,7 +49,8 @@ def load_model(name: str | None, *, random: bool, num_blocks: int = 16) -> SRRes
         return weights.load_generator(name or "srresnet_x4")
     except (weights.MissingWeightsError, KeyError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) else exc  # str(KeyError) adds quotes
-        raise ExportError(f"{message} (use --random to export an untrained generator)") from None
+        # On a line of its own: a missing file's message ends with a command to copy.
+        raise ExportError(f"{message}\nUse --random to export an untrained generator.") from None
 
 
 def export_onnx(generator: SRResNet, path: Path, *, opset: int = 17, sample_size: int = 24) -> Path:

@@ -29,6 +29,7 @@ from .imresize import imresize
 from .models import SRResNet, to_unit_range
 from .weights import (
     METHOD_WEIGHTS,
+    check_available,
     generator_from_state_dict,
     interpolate_state_dicts,
     is_available,
@@ -37,6 +38,23 @@ from .weights import (
 
 METHODS = ("nearest", "bicubic", "srresnet", "srgan")
 SCALE = 4
+# Said with every MissingWeightsError of Upscaler: the baselines still work.
+WITHOUT_WEIGHTS = 'The "bicubic" and "nearest" methods need no weights.'
+
+
+def required_weights(method: str, alpha: float | None = None) -> list[str]:
+    """The weights names a call of ``Upscaler.upscale(image, method, alpha=alpha)`` needs: none for
+    the baselines; with ``alpha`` (a blend of the two networks) both, except at the ends 0
+    (SRResNet alone) and 1 (SRGAN alone)."""
+    if method not in METHOD_WEIGHTS:
+        return []
+    if alpha is None:
+        return [METHOD_WEIGHTS[method]]
+    if alpha == 0.0:
+        return [METHOD_WEIGHTS["srresnet"]]
+    if alpha == 1.0:
+        return [METHOD_WEIGHTS["srgan"]]
+    return [METHOD_WEIGHTS["srresnet"], METHOD_WEIGHTS["srgan"]]
 
 
 def parse_device(name: str | torch.device) -> torch.device:
@@ -163,10 +181,18 @@ class Upscaler:
         return self._states[method]
 
     def generator(self, method: str, *, alpha: float | None = None) -> SRResNet:
-        """The generator of ``method``; with ``alpha``, SRResNet and SRGAN blended."""
+        """The generator of ``method``; with ``alpha``, SRResNet and SRGAN blended.
+
+        Raises MissingWeightsError naming every weights file it needs that is absent.
+        """
+        if alpha is not None:
+            alpha = float(alpha)
+            if alpha in (0.0, 1.0):  # the blend's ends are the networks themselves: one file each
+                method, alpha = ("srresnet" if alpha == 0.0 else "srgan"), None
+        needed_by = f'the "{method}" method' if alpha is None else f"alpha={alpha:g} (a blend of SRResNet and SRGAN)"
+        check_available(required_weights(method, alpha), needed_by=needed_by, alternative=WITHOUT_WEIGHTS)
         with self._lock:
             if alpha is not None:
-                alpha = float(alpha)
                 if self._blend is not None and self._blend[0] == alpha:
                     return self._blend[1]
                 sd_a, meta = self._state("srresnet")
@@ -187,7 +213,8 @@ class Upscaler:
         """4x upscale of an RGB/RGBA/grey PIL image with one method.
 
         ``alpha`` (SRResNet -> SRGAN network interpolation) applies to the
-        learned methods. Raises MissingWeightsError when the weights are absent.
+        learned methods. Raises MissingWeightsError (a FileNotFoundError) naming every weights
+        file the call needs that is absent; ``available_methods()`` lists what works.
         """
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")

@@ -274,7 +274,8 @@ def load_init_generator(init: str, model: SRResNet) -> str:
         try:
             state, _ = weights.load_state_dict(init)
         except weights.MissingWeightsError as exc:
-            raise TrainingSetupError(f"--init {init}: {exc} (or pass --init PATH / --init none)") from None
+            # On a line of its own: the message ends with a command to copy.
+            raise TrainingSetupError(f"--init {init}: {exc}\nOr pass --init PATH / --init none.") from None
         source = f"{init} ({weights.weights_path(init)})"
     else:
         try:

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 from .images import ImageError, load_image
-from .inference import METHODS, Upscaler, parse_device
-from .weights import MissingWeightsError
+from .inference import METHODS, Upscaler, parse_device, required_weights
+from .weights import MissingWeightsError, check_available
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     try:
+        # First, and for every file the model needs (a blend, 0 < --alpha < 1, needs both networks').
+        needed_by = f"--model {args.model}" + ("" if args.alpha is None else f" --alpha {args.alpha:g}")
+        check_available(required_weights(args.model, args.alpha), needed_by=needed_by,
+                        alternative="--model bicubic needs no weights.")
         image = load_image(args.input, max_pixels=args.max_pixels)
         upscaler = Upscaler(device=device, tile=args.tile or None, colour_fix=not args.no_colour_fix)
         start = time.perf_counter()

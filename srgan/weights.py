@@ -25,7 +25,8 @@ class WeightsInfo:
     filename: str
     description: str
     loss: str  # the paper's loss for it, as srgan.losses writes it
-    recipe: str  # the command that trains it
+    recipe: str  # the command that trains it and installs it here (a command only: it is quoted as code)
+    where: str  # what the recipe needs besides the command
     paper_psnr: dict[str, float]  # the paper's Table 2 Y-PSNR (dB), 4x
     paper_ssim: dict[str, float]
 
@@ -36,7 +37,8 @@ WEIGHTS: dict[str, WeightsInfo] = {
         filename="srresnet_x4.pt",
         description="SRResNet, 16 blocks, 4x, trained with pixel MSE",
         loss="1*MSE",
-        recipe="python -m srgan.train --stage srresnet (on a GPU)",
+        recipe="python -m srgan.train --stage srresnet --install",
+        where="on a GPU (or, in hours, a CPU with bf16)",
         paper_psnr={"Set5": 32.05, "Set14": 28.49, "BSD100": 27.58},
         paper_ssim={"Set5": 0.9019, "Set14": 0.8184, "BSD100": 0.7620},
     ),
@@ -45,7 +47,8 @@ WEIGHTS: dict[str, WeightsInfo] = {
         filename="srgan_x4.pt",
         description="SRGAN-VGG54 generator, 4x, VGG54 content + 1e-3 adversarial loss",
         loss="1*VGG54+0.001*GAN",
-        recipe="python -m srgan.train --stage srgan (on a GPU, from srresnet_x4)",
+        recipe="python -m srgan.train --stage srgan --install",
+        where="from srresnet_x4, on a GPU (or, in hours, a CPU with bf16)",
         paper_psnr={"Set5": 29.40, "Set14": 26.02, "BSD100": 25.16},
         paper_ssim={"Set5": 0.8472, "Set14": 0.7397, "BSD100": 0.6688},
     ),
@@ -56,7 +59,10 @@ METHOD_WEIGHTS = {"srresnet": "srresnet_x4", "srgan": "srgan_x4"}
 
 
 class MissingWeightsError(FileNotFoundError):
-    """Trained weights that are not in the package (yet)."""
+    """Trained weights that are not in the package (yet). ``names``: every missing weights name
+    (empty for a file that is there but unreadable)."""
+
+    names: tuple[str, ...] = ()
 
 
 def weights_dir() -> Path:
@@ -80,14 +86,34 @@ def is_available(name: str) -> bool:
     return weights_path(name).is_file()
 
 
-def _read(name: str) -> dict[str, Any]:
+def missing_line(name: str) -> str:
+    """The missing file and how to make it, in plain text (terminals print it: no Markdown), the
+    command last so that it can be copied whole."""
     info = _info(name)
+    return f"{weights_path(name)} ({info.description}): make it {info.where}, with: {info.recipe}"
+
+
+def check_available(names: list[str] | tuple[str, ...], *, needed_by: str = "", alternative: str = "") -> None:
+    """Raise one MissingWeightsError naming every file of ``names`` that is absent (not just the
+    first), what needs them (``needed_by``) and what works without them (``alternative``)."""
+    missing = tuple(_info(name).name for name in names if not is_available(name))
+    if not missing:
+        return
+    lead = f"{needed_by} needs trained weights that are missing:" if needed_by else "trained weights are missing:"
+    lines = [lead] + [f"  {missing_line(name)}" for name in missing]
+    if os.environ.get("SRGAN_WEIGHTS_DIR"):  # the package's own files may be there after all
+        lines.append(f"  (SRGAN_WEIGHTS_DIR is set: weights are read from {weights_dir()}, "
+                     f"not from the package's {PACKAGE_WEIGHTS_DIR})")
+    if alternative:
+        lines.append(alternative)
+    error = MissingWeightsError("\n".join(lines))
+    error.names = missing
+    raise error
+
+
+def _read(name: str) -> dict[str, Any]:
     path = weights_path(name)
-    if not path.is_file():
-        raise MissingWeightsError(
-            f"the {info.name} weights ({info.description}) are not in this package yet: "
-            f"{path} is missing. They are made by `{info.recipe}`."
-        )
+    check_available([name])
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -108,7 +134,8 @@ def describe(name: str) -> str:
     """One line for users: how the named weights were made, from their metadata."""
     info = _info(name)
     if not is_available(name):
-        return f"{info.name}: not in this package yet (made by `{info.recipe}`)"
+        return (f"{info.name}: **missing**, {info.filename} is not in this package yet "
+                f"(made {info.where}, with `{info.recipe}`)")
     meta = weights_meta(name)
     device = str(meta.get("device", "an unrecorded device"))
     parts = [f"{info.name}: {info.description}"]

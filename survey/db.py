@@ -214,7 +214,15 @@ class Rating(Base):
 
 
 def default_app_dir() -> Path:
-    return Path(os.environ.get("SRGAN_APP_DIR", Path(__file__).resolve().parent.parent / "var"))
+    """SRGAN_APP_DIR, else var/ in the checkout run from, else (an installed package) var/ in the
+    current folder: never inside site-packages."""
+    env = os.environ.get("SRGAN_APP_DIR")
+    if env:
+        return Path(env)
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file():  # only a source tree has it next to the packages
+        return checkout / "var"
+    return Path.cwd() / "var"
 
 
 def default_db_url(app_dir: Path | None = None) -> str:

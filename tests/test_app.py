@@ -67,6 +67,23 @@ def test_the_app_builds_in_process_with_named_endpoints(tmp_path: Path, monkeypa
     assert (tmp_path / "var" / "examples" / "astronaut.png").is_file()
 
 
+def test_start_up_says_which_weights_are_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("SRGAN_WEIGHTS_DIR", str(tmp_path / "no-weights"))
+    launched = []
+    monkeypatch.setattr(app, "launch", lambda blocks, config: launched.append(blocks))
+    assert app.main(["--app-dir", str(tmp_path / "var"), "--port", str(free_port())]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 2, warnings  # one line per missing file, before anyone compares
+    for line, stage in zip(warnings, ("srresnet", "srgan")):
+        assert str(tmp_path / "no-weights" / f"{stage}_x4.pt") in line and "bicubic" in line
+        assert line.endswith(f"python -m srgan.train --stage {stage} --install")
+    # The page says it too: the α slider of the app that was launched is off.
+    (blocks,) = launched
+    (alpha,) = [c for c in blocks.blocks.values() if getattr(c, "elem_id", None) == "demo-alpha"]
+    assert alpha.interactive is False
+
+
 # ---------------------------------------------------------------- the real server
 
 

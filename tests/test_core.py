@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -243,6 +244,44 @@ def test_missing_weights_name_file_and_command(tmp_path, monkeypatch):
     with pytest.raises(MissingWeightsError, match=r"srresnet_x4\.pt.*python -m srgan\.train --stage srresnet"):
         load_generator("srresnet_x4")
     assert Upscaler().available_methods() == ["nearest", "bicubic"]
+
+
+def test_upscaler_names_every_missing_file_a_call_needs(tmp_path, monkeypatch):
+    # Only SRGAN is there: SRGAN works, a blend needs SRResNet's file too and says so.
+    torch.manual_seed(0)
+    save_weights(SRResNet(num_blocks=2), tmp_path / "srgan_x4.pt", {"stage": "test"})
+    monkeypatch.setenv("SRGAN_WEIGHTS_DIR", str(tmp_path))
+    up, image = Upscaler(), Image.new("RGB", (6, 4), (10, 200, 30))
+    assert up.upscale(image, "srgan").size == up.upscale(image, "srgan", alpha=1.0).size == (24, 16)
+    with pytest.raises(MissingWeightsError) as blend:
+        up.upscale(image, "srgan", alpha=0.5)
+    assert blend.value.names == ("srresnet_x4",) and str(tmp_path / "srresnet_x4.pt") in str(blend.value)
+    assert "python -m srgan.train --stage srresnet" in str(blend.value) and '"bicubic"' in str(blend.value)
+    # Neither is there: one error names both files, not the first one looked for.
+    monkeypatch.setenv("SRGAN_WEIGHTS_DIR", str(tmp_path / "empty"))
+    with pytest.raises(MissingWeightsError) as both:
+        Upscaler().upscale(image, "srgan", alpha=0.5)
+    assert both.value.names == ("srresnet_x4", "srgan_x4")
+    for name in ("srresnet_x4.pt", "srgan_x4.pt"):
+        assert str(tmp_path / "empty" / name) in str(both.value)
+    assert "`" not in str(both.value)  # plain text: it is printed on terminals
+    assert up.upscale(image, "bicubic").size == (24, 16)
+
+
+def test_upscale_cli_names_every_missing_file_and_suggests_bicubic(tmp_path):
+    src = tmp_path / "photo.png"
+    Image.new("RGB", (12, 8), (10, 20, 30)).save(src)
+    env = {**os.environ, "SRGAN_WEIGHTS_DIR": str(tmp_path / "no-weights")}
+    for extra, files in (([], ["srresnet_x4.pt"]), (["--model", "srgan", "--alpha", "0.5"],
+                                                    ["srresnet_x4.pt", "srgan_x4.pt"])):
+        run = subprocess.run([sys.executable, "-m", "srgan.upscale", str(src), str(tmp_path / "out.png"), *extra],
+                             cwd=ROOT, env=env, capture_output=True, text=True)
+        assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+        for name in files:
+            assert str(tmp_path / "no-weights" / name) in run.stderr, run.stderr
+        assert "--model bicubic" in run.stderr and "`" not in run.stderr
+        assert "python -m srgan.train --stage srresnet --install" in run.stderr
+        assert not (tmp_path / "out.png").exists()
 
 
 def test_weights_round_trip_and_interpolation_endpoints(random_weights):

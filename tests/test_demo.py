@@ -177,6 +177,42 @@ def test_blending_needs_both_networks(tmp_path: Path, monkeypatch: pytest.Monkey
     assert "needs both networks" in blended.results["srgan"].note
 
 
+def _built_tab(app_dir: Path) -> dict:
+    """The comparison tab's components (by elem_id) as a page would first show them."""
+    import gradio as gr
+
+    from demo.ui import DemoTab
+
+    with gr.Blocks() as blocks:
+        DemoTab(upscaler=Upscaler(), max_pixels=None, app_dir=app_dir).build()
+    return {c.elem_id: c for c in blocks.blocks.values() if getattr(c, "elem_id", None)}
+
+
+def test_the_tab_says_which_weights_are_missing_before_any_comparison(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    write_random_weights(tmp_path / "weights", names=("srgan_x4",))
+    monkeypatch.setenv("SRGAN_WEIGHTS_DIR", str(tmp_path / "weights"))
+    tab = _built_tab(tmp_path / "app")
+    weights = tab["demo-weights"].value
+    assert "srresnet_x4.pt" in weights and "`python -m srgan.train --stage srresnet --install`" in weights
+    assert "SRResNet panel will stay empty" in weights and "srgan_x4.pt" not in weights
+    # α blends both networks: with one missing it is off, and says why.
+    alpha = tab["demo-alpha"]
+    assert alpha.interactive is False and "srresnet_x4.pt is missing" in alpha.info
+
+    monkeypatch.setenv("SRGAN_WEIGHTS_DIR", str(tmp_path / "empty"))
+    tab = _built_tab(tmp_path / "app")
+    weights, alpha = tab["demo-weights"].value, tab["demo-alpha"]
+    assert "srresnet_x4.pt" in weights and "srgan_x4.pt" in weights and "SRResNet and SRGAN panels" in weights
+    assert alpha.interactive is False and "srresnet_x4.pt and srgan_x4.pt are missing" in alpha.info
+
+
+def test_with_both_networks_the_tab_warns_of_nothing(weights_dir: Path, tmp_path: Path) -> None:
+    tab = _built_tab(tmp_path / "app")
+    assert "missing" not in tab["demo-weights"].value and "⚠️" not in tab["demo-weights"].value
+    assert tab["demo-alpha"].interactive is not False
+
+
 # ---------------------------------------------------------------- zoom and downloads
 
 
