@@ -403,7 +403,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{summary['images']} images x methods {', '.join(summary['methods'])} = {summary['stimuli']} stimuli "
         f"in {study_dir(app_dir, report.study)}"
     )
-    print(f"calibration: {summary['calibration_images_ready']} images, shown as examples of a 1 and a 5, never rated")
+    calibration = store.image_names(get_engine(db_url), report.study, calibration=True)
+    print(f"calibration: {summary['calibration_images_ready']} images ({', '.join(calibration) or 'none'}), "
+          f"shown as examples of a 1 and a 5, never rated")
     if summary["calibration_note"]:
         print(f"note: {summary['calibration_note']}")
     return 0
