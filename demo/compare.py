@@ -17,6 +17,7 @@ a quarter of it (their outputs have 16x the pixels).
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 import uuid
@@ -93,6 +94,14 @@ def method_label(method: str, alpha: float = 1.0) -> str:
     if method == "srgan" and alpha < 1.0:
         return f"SRGAN (α = {alpha:.2f})"
     return LABELS[method]
+
+
+def file_stem(source: object) -> str:
+    """The name the outputs' files are given: the upload's stem, only word characters, '.' and
+    '-', at most 48 characters (an uploaded name may be anything, and as long as a file
+    system allows: the outputs add a suffix)."""
+    stem = Path(source).stem if isinstance(source, (str, Path)) else ""
+    return re.sub(r"[^\w.-]", "_", stem)[:48].strip(".") or "image"
 
 
 def missing_weights_note(method: str) -> str:
@@ -213,7 +222,7 @@ def compare(
         lr = downscale(hr, factor=SCALE)
     else:
         hr, lr = None, image
-    name = Path(source).stem if isinstance(source, (str, Path)) else "image"
+    name = file_stem(source)
     comparison = Comparison(mode=chosen, mode_reason=reason, lr=lr, hr=hr, alpha=alpha, name=name)
 
     for step, method in enumerate(RESULT_METHODS):

@@ -6,9 +6,9 @@
 From HR photos: each is cropped to a multiple of 4, reduced 4x with our MATLAB-compatible
 bicubic (``srgan.inference.downscale``) and upscaled by each method; ``hr`` is the cropped
 original. Calibration examples come from separate photographs that are never rated
-(``--calibration-dir``, else scikit-image's; see ``add_calibration_images``). Stimuli are PNGs with random names (the name never reveals the method) in
-``<app dir>/studies/<study>/``. Methods without trained weights are skipped with a note.
-Running again adds only what is missing.
+(``--calibration-dir``, else scikit-image's; see ``add_calibration_images``). Stimuli are
+PNGs with random names (the name never reveals the method) in ``<app dir>/studies/<study>/``.
+Methods without trained weights are skipped with a note. Running again adds only what is missing.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import argparse
 import os
 import secrets
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,20 +157,12 @@ def prepare_from_hr(
     return report
 
 
-def calibration_sources(calibration_dir: Path | None) -> dict[str, PILImage.Image | Path]:
-    """Candidate calibration photographs by name: the folder's images, else CALIBRATION_PHOTOS."""
+def calibration_sources(calibration_dir: Path | None) -> dict[str, Path | Callable[[], PILImage.Image]]:
+    """Candidate calibration photographs by name: the folder's image files, else loaders of
+    CALIBRATION_PHOTOS (loaded only when used)."""
     if calibration_dir is not None:
         return hr_folder_images(calibration_dir)
-
-    def region(loader: str, top: int, left: int) -> PILImage.Image:
-        from skimage import data
-
-        array = getattr(data, loader)()
-        array = array[0] if isinstance(array, tuple) else array  # stereo_motorcycle: (left, right, disparity)
-        crop = array[top : top + EXAMPLE_SIZE, left : left + EXAMPLE_SIZE]
-        return PILImage.fromarray(crop).convert("RGB")
-
-    return {name: (lambda spec=spec: region(*spec)) for name, spec in CALIBRATION_PHOTOS.items()}
+    return {name: (lambda spec=spec: skimage_region(*spec)) for name, spec in CALIBRATION_PHOTOS.items()}
 
 
 def _check_calibration_dir(engine, study: str, calibration_dir: Path | None, rated: set[str]) -> None:
@@ -301,16 +294,18 @@ def prepare_from_outputs(
     return report
 
 
-def example_photos() -> dict[str, PILImage.Image]:
-    """256x256 regions of scikit-image's bundled sample photographs."""
+def skimage_region(loader: str, top: int, left: int) -> PILImage.Image:
+    """A 256x256 region (top, left) of one of scikit-image's bundled photographs, as RGB."""
     from skimage import data
 
-    photos = {}
-    for name, (top, left) in EXAMPLE_PHOTOS.items():
-        array = getattr(data, name)()
-        crop = array[top : top + EXAMPLE_SIZE, left : left + EXAMPLE_SIZE, :3]
-        photos[name] = PILImage.fromarray(crop).convert("RGB")
-    return photos
+    array = getattr(data, loader)()
+    array = array[0] if isinstance(array, tuple) else array  # stereo_motorcycle: (left, right, disparity)
+    return PILImage.fromarray(array[top : top + EXAMPLE_SIZE, left : left + EXAMPLE_SIZE]).convert("RGB")
+
+
+def example_photos() -> dict[str, PILImage.Image]:
+    """256x256 regions of scikit-image's bundled sample photographs."""
+    return {name: skimage_region(name, top, left) for name, (top, left) in EXAMPLE_PHOTOS.items()}
 
 
 def ensure_default_study(*, db_url: str, app_dir: Path) -> str:

@@ -71,9 +71,7 @@ def _feasible(counts: Counter, *, last: int | None) -> bool:
     return True
 
 
-def order_without_repeats(
-    items: list[StimulusKey], *, rng: random.Random, after_image: int | None = None
-) -> list[StimulusKey]:
+def order_without_repeats(items: list[StimulusKey], *, rng: random.Random) -> list[StimulusKey]:
     """A random order with no image twice in a row (when at all possible).
 
     Each step picks at random (weighted by what is left) among the images that keep the rest
@@ -87,7 +85,7 @@ def order_without_repeats(
         rng.shuffle(pool)
     counts = Counter({image_id: len(pool) for image_id, pool in pools.items()})
     order: list[StimulusKey] = []
-    last = after_image if after_image in counts and _feasible(counts, last=after_image) else None
+    last = None
     while +counts:
         candidates = [g for g in sorted(counts) if counts[g] > 0 and g != last]
         safe = []

@@ -16,6 +16,7 @@ from demo.compare import (
     CompareError,
     choose_mode,
     compare,
+    file_stem,
     metrics_rows,
     panel_caption,
     point_to_fraction,
@@ -361,3 +362,13 @@ def test_png_file_writes_each_image_once_and_whole(tmp_path: Path) -> None:
     other = png_file(image.transpose(Image.Transpose.FLIP_LEFT_RIGHT), tmp_path, "photo_srgan_x4")
     assert other != str(path) and Path(png_file(image, tmp_path, "wipe")).parent == path.parent
     assert not list(tmp_path.rglob("*.partial"))
+
+
+def test_any_uploaded_name_gives_output_files_the_file_system_takes(tmp_path: Path) -> None:
+    from demo.ui import png_file
+
+    long_name = tmp_path / ("фото " * 100 + ".png")  # 901 bytes of UTF-8: over any file name limit
+    assert file_stem(long_name) == ("фото_" * 10)[:48] and file_stem(tmp_path / "../..png") == "image"
+    assert file_stem("/x/astronaut.png") == "astronaut" and file_stem(b"bytes") == "image"
+    image = Image.new("RGB", (8, 8), (1, 2, 3))
+    assert Path(png_file(image, tmp_path, f"{file_stem(long_name)}_srgan_alpha0.50_x4")).is_file()
