@@ -418,13 +418,38 @@ def probability_of_superiority(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def wilcoxon_p(differences: np.ndarray) -> tuple[float, str]:
-    """Two-sided Wilcoxon signed-rank p-value, or nan and the reason it is undefined."""
+    """Two-sided Wilcoxon signed-rank p-value, or nan and the reason it is undefined.
+
+    scipy's own value (``scipy.stats.wilcoxon(d).pvalue``). For 13 pairs or fewer with ties or
+    zeros (rating differences nearly always have them) scipy runs an exhaustive permutation
+    test that took 0.35 s per call through ``permutation_test``; ``_exact_signed_rank_p`` gives
+    the same p-value from the same 2^n sign flips, vectorised, in well under a millisecond.
+    """
     d = np.asarray(differences, dtype=np.float64)
     if d.size < 2:
         return math.nan, "n/a: needs >= 2 pairs"
     if np.all(d == 0):
         return math.nan, "n/a: all paired differences are 0"
+    nonzero = np.abs(d[d != 0])
+    ties_or_zeros = nonzero.size < d.size or np.unique(nonzero).size < nonzero.size
+    if ties_or_zeros and d.size <= 13:  # where scipy's method="auto" permutes
+        return _exact_signed_rank_p(d), ""
     return float(sps.wilcoxon(d).pvalue), ""
+
+
+def _exact_signed_rank_p(d: np.ndarray) -> float:
+    """Two-sided p of the signed-rank sum R+ over every sign flip of the non-zero differences
+    (zeros dropped, tied |d| given their average rank), as scipy's permutation test computes it:
+    2 x the smaller tail, each tail counting the values within a relative 1e-14 of R+."""
+    nonzero = d[d != 0]
+    ranks = sps.rankdata(np.abs(nonzero))
+    observed = ranks[nonzero > 0].sum()
+    flips = (np.arange(2 ** nonzero.size)[:, None] >> np.arange(nonzero.size)) & 1
+    null = flips @ ranks
+    tolerance = abs(observed) * np.finfo(np.float64).eps * 100
+    greater = np.mean(null >= observed - tolerance)
+    less = np.mean(null <= observed + tolerance)
+    return float(min(1.0, 2 * min(greater, less)))
 
 
 def median_interval(
