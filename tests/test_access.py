@@ -75,6 +75,7 @@ def _http_status(url: str) -> int:
         return error.code
 
 
+@pytest.mark.e2e
 def test_rater_codes_are_unguessable(server):
     engine = db.get_engine(server.db_url)
     codes = [store.new_rater(engine, consent=True) for _ in range(200)]
@@ -89,6 +90,7 @@ def test_rater_codes_are_unguessable(server):
     assert all(len({code[i] for code in codes}) > 20 for i in range(22))
 
 
+@pytest.mark.e2e
 def test_a_rater_reads_and_writes_only_their_own_session(server, client):
     alice = _to_first_rating(client)
     bob = _to_first_rating(client)
@@ -108,6 +110,7 @@ def test_a_rater_reads_and_writes_only_their_own_session(server, client):
     assert mine["status"] == "saved" and _count_ratings(server) == before + 1
 
 
+@pytest.mark.e2e
 def test_stimulus_files_and_answers_do_not_reveal_the_method(server, client):
     folder = prepare.study_dir(server.app_dir, STUDY)
     files = sorted(folder.iterdir())
@@ -129,6 +132,7 @@ def test_stimulus_files_and_answers_do_not_reveal_the_method(server, client):
     assert not any(name.removesuffix(".png") in str(state) for name in (p.name for p in files))
 
 
+@pytest.mark.e2e
 def test_results_need_the_admin_token(server, client):
     for wrong in ("", "t0ken", TOKEN + "x", TOKEN.upper()):
         message, *rest = client.predict(wrong, STUDY, True, api_name="/results_report")
@@ -168,6 +172,7 @@ def test_app_refuses_to_serve_a_study_that_was_not_prepared(tmp_path):
     db.dispose_engine(f"sqlite:///{tmp_path / 'study.sqlite'}")
 
 
+@pytest.mark.e2e
 def test_private_files_are_not_served(server):
     base = server.url + "gradio_api/file="
     private = [
@@ -184,6 +189,7 @@ def test_private_files_are_not_served(server):
         assert _http_status(base + sneaky) in (403, 404), sneaky
 
 
+@pytest.mark.e2e
 def test_no_path_traversal_through_any_id_or_name(server, client, tmp_path):
     before = _count_ratings(server)
     for code in ("../../etc/passwd", "..%2F..%2Fstudy.sqlite", "A" * 22 + "/../x"):
@@ -207,6 +213,7 @@ def test_no_path_traversal_through_any_id_or_name(server, client, tmp_path):
     assert not (tmp_path.parent / "evil").exists()
 
 
+@pytest.mark.e2e
 def test_demo_uploads_are_size_and_pixel_limited(server, client, tmp_path):
     big = tmp_path / "big.png"
     photo(1, size=(400, 400)).save(big)  # 160,000 pixels > the server's 120,000

@@ -16,6 +16,8 @@ from PIL import Image
 
 from conftest import free_port
 
+pytestmark = pytest.mark.e2e
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -55,6 +55,7 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.e2e
 def test_device_script_dry_run_returns_weights_logs_and_snapshots(photos: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     # A part size under the tiny snapshots' total: the split path that a real run's six fp16
@@ -94,6 +95,7 @@ def test_device_script_dry_run_returns_weights_logs_and_snapshots(photos: Path, 
     assert last["meta"]["storage_dtype"] == "float16"
 
 
+@pytest.mark.e2e
 def test_device_script_retries_a_failing_stage_and_still_returns_its_log(photos: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = run_device_script(photos, out, "--deadline", "120", "srgan:0.1", "--", *TINY,
@@ -105,12 +107,14 @@ def test_device_script_retries_a_failing_stage_and_still_returns_its_log(photos:
     assert not (out / "srgan_x4.pt").exists()
 
 
+@pytest.mark.e2e
 def test_device_script_refuses_unknown_stages(tmp_path: Path) -> None:
     result = subprocess.run(["bash", str(ROOT / "scripts" / "device_train.sh"), "srgan-vgg22:5"], cwd=ROOT,
                             env={**os.environ, "OUT": str(tmp_path)}, capture_output=True, text=True)
     assert result.returncode == 2 and "usage:" in result.stderr
 
 
+@pytest.mark.e2e
 def test_gpu_prepare_leaves_out_the_largest_photos_to_fit_the_carry(tmp_path: Path) -> None:
     shared = tmp_path / "shared"
     (shared / "train").mkdir(parents=True)

@@ -24,6 +24,8 @@ from gradio_client import Client
 from survey import db, loadtest, store
 from survey.study_tab import NOT_SAVED, SAVED_NEXT_FAILED
 
+pytestmark = pytest.mark.e2e  # app servers killed and restarted
+
 STUDY = "faults"
 STIMULI = 20  # small: the kill test restarts the app and finishes every rater
 

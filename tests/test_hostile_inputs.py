@@ -222,6 +222,7 @@ def test_the_table_is_large_enough():
     assert len(CASES) >= 30 and len({case[0] for case in CASES}) == len(CASES)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("send, expected", [case[1:] for case in CASES], ids=[case[0] for case in CASES])
 def test_hostile_input_gets_a_clear_message_and_changes_nothing(world, send, expected):
     before = _ratings_snapshot(world)

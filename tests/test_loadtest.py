@@ -21,6 +21,7 @@ def _check(result: loadtest.LoadResult, *, raters: int) -> None:
     assert 0 < result.p50_ms <= result.p99_ms <= result.max_ms
 
 
+@pytest.mark.e2e
 def test_load_on_sqlite_every_acknowledged_rating_stored_once(tmp_path):
     result = loadtest.load_test(raters=5, stimuli=20, timeout_s=120, work_dir=tmp_path)
     _check(result, raters=5)
@@ -28,6 +29,7 @@ def test_load_on_sqlite_every_acknowledged_rating_stored_once(tmp_path):
     assert result.sent == 5 * (20 + 2)  # every stimulus and the 2 hidden repeats, per rater
 
 
+@pytest.mark.e2e
 @pytest.mark.postgres
 def test_load_on_postgres_across_two_app_processes_stores_every_rating_once(tmp_path):
     """Scale-out: two app processes share the database; each rater's requests alternate between them."""

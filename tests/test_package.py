@@ -12,6 +12,7 @@ import tomllib
 import zipfile
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from conftest import ROOT
@@ -61,6 +62,7 @@ def outside_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SRGAN_WEIGHTS_DIR", "SRGAN_APP_DIR")}
 
 
+@pytest.mark.e2e
 def test_wheel_installs_and_runs_the_readme_example_from_elsewhere(tmp_path: Path) -> None:
     source = copy_of_the_project(tmp_path / "source")
     wheels = tmp_path / "wheels"
@@ -99,6 +101,7 @@ def test_wheel_installs_and_runs_the_readme_example_from_elsewhere(tmp_path: Pat
     assert app_help.returncode == 0 and "--app-dir" in app_help.stdout, app_help.stderr
 
 
+@pytest.mark.e2e
 def test_editable_install_imports_the_source_folder(tmp_path: Path) -> None:
     source = copy_of_the_project(tmp_path / "source")
     python = new_venv(tmp_path / "venv")

@@ -47,12 +47,11 @@ def study_csv(tmp_path_factory) -> Path:
     return path
 
 
-def test_report_on_csv_writes_markdown_tables_and_figures(study_csv: Path, tmp_path: Path) -> None:
+def test_report_on_csv_writes_markdown_tables_and_figures(study_csv: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "mos"
-    result = run_report("--csv", str(study_csv), "--out", str(out), "--seed", "3",
-                        "--note", "Simulated with seed 7.")
-    assert result.returncode == 0, result.stderr
-    assert "clustered 95% CI" in result.stdout and "srgan" in result.stdout
+    assert main("--csv", str(study_csv), "--out", str(out), "--seed", "3", "--note", "Simulated with seed 7.") == 0
+    stdout = capsys.readouterr().out
+    assert "clustered 95% CI" in stdout and "srgan" in stdout
     text = (out / "report.md").read_text()
     assert text.startswith("# Mean Opinion Score report: pilot\n\nSimulated with seed 7.")
     assert "--seed 3" in text and "2000 resamples" in text
@@ -75,6 +74,14 @@ def test_report_on_csv_writes_markdown_tables_and_figures(study_csv: Path, tmp_p
     planted = simulate_study(n_raters=12, n_images=8, seed=7, outlier_share=0.17).attrs["outliers"]
     assert set(raters.index[raters["rejected"]]) == set(planted)
     assert len(pd.read_csv(out / "pairwise.csv")) == 10
+
+
+@pytest.mark.e2e
+def test_python_m_survey_report_runs_as_a_command(study_csv: Path, tmp_path: Path) -> None:
+    """The command a user types, in its own interpreter with a headless matplotlib."""
+    result = run_report("--csv", str(study_csv), "--out", str(tmp_path / "mos"), "--resamples", "100")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert (tmp_path / "mos" / "report.md").is_file()
 
 
 def test_no_screening_keeps_everyone_and_says_so(study_csv: Path, tmp_path: Path) -> None:
@@ -142,9 +149,8 @@ def study_db(tmp_path_factory) -> str:
 
 
 def test_report_on_database(study_db: str, tmp_path: Path, capsys) -> None:
-    result = run_report("--db", study_db, "--study", "pilot", "--out", str(tmp_path / "out"),
-                        "--resamples", "200")
-    assert result.returncode == 0, result.stderr
+    assert main("--db", study_db, "--study", "pilot", "--out", str(tmp_path / "out"), "--resamples", "200") == 0
+    capsys.readouterr()
     text = (tmp_path / "out" / "report.md").read_text()
     assert "Raters: 6; ratings: 120 first showings" in text
     missing = tmp_path / "none" / "x.sqlite"
@@ -191,6 +197,7 @@ def results_server(study_db: str, tmp_path_factory):
         app.close()
 
 
+@pytest.mark.e2e
 def test_results_endpoint_needs_the_token(results_server) -> None:
     from gradio_client import Client
 
@@ -210,6 +217,7 @@ def test_results_endpoint_needs_the_token(results_server) -> None:
     assert "## Pairwise comparisons" in markdown
 
 
+@pytest.mark.e2e
 def test_results_tab_in_a_browser(results_server, chromium_path: str) -> None:
     from playwright.sync_api import expect, sync_playwright
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +10,6 @@ import pytest
 
 from survey import report
 from survey.simulate import COLUMNS, PAPER_METHODS, simulate_study, true_means
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_format_and_design() -> None:
@@ -62,14 +58,13 @@ def test_true_means_match_a_monte_carlo_of_the_same_model() -> None:
     assert truth["low"] > 1.2 and truth["high"] < 4.6
 
 
-def test_cli_writes_a_csv_the_report_reads(tmp_path: Path) -> None:
+def test_cli_writes_a_csv_the_report_reads(tmp_path: Path, capsys) -> None:
+    from survey.simulate import main
+
     out = tmp_path / "ratings.csv"
-    result = subprocess.run(
-        [sys.executable, "-m", "survey.simulate", "--raters", "4", "--images", "3", "--seed", "9",
-         "--outliers", "0.25", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    assert "outlier raters: r" in result.stdout and "srgan" in result.stdout
+    assert main(["--raters", "4", "--images", "3", "--seed", "9", "--outliers", "0.25", "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert "outlier raters: r" in stdout and "srgan" in stdout
     df = report.read_csv(out)
     assert df["rater"].nunique() == 4 and (df["repeat"] == 0).sum() == 4 * 3 * 5
 

@@ -21,6 +21,8 @@ from srgan.weights import save_weights
 from survey import db, export, prepare, store
 from survey.study_tab import _stimulus_html
 
+pytestmark = pytest.mark.e2e  # a real server, and Chromium
+
 STUDY = "e2e"
 
 

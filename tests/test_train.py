@@ -111,6 +111,7 @@ def test_time_box_checkpoints_and_exits_cleanly(photos: Path, tmp_path: Path) ->
     assert not meta["completed"] and meta["target_iterations"] == 1000
 
 
+@pytest.mark.e2e
 def test_sigkill_loses_little_and_resumes(photos: Path, tmp_path: Path) -> None:
     out = tmp_path / "killed"
     args = [*TINY, "--data", str(photos), "--patch", "16", "--iterations", "100000", "--out", str(out),
