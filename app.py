@@ -3,7 +3,7 @@
     python app.py [--host 127.0.0.1] [--port 7860] [--device cpu] [--app-dir var] ...
 
 Every option also reads an environment variable (SRGAN_HOST, SRGAN_PORT,
-SRGAN_SHARE, SRGAN_DEVICE, SRGAN_MAX_PIXELS, SRGAN_MAX_UPLOAD_MB, SURVEY_DB_URL,
+SRGAN_SHARE, SRGAN_DEVICE, SRGAN_PRECISION, SRGAN_MAX_PIXELS, SRGAN_MAX_UPLOAD_MB, SURVEY_DB_URL,
 SURVEY_STUDY, SRGAN_APP_DIR, SRGAN_ADMIN_TOKEN, SRGAN_LOCAL_DEMO, SRGAN_CONCURRENCY);
 options win over the environment. ``--study NAME`` picks the study the MOS tab serves
 (made with ``python -m survey.prepare``); send raters ``http://HOST:PORT/?study``: that
@@ -34,7 +34,7 @@ import gradio as gr  # noqa: E402
 from demo.compare import LABELS  # noqa: E402
 from demo.ui import CSS, build_demo_tab  # noqa: E402
 from srgan.images import DEFAULT_MAX_BYTES, default_max_pixels  # noqa: E402
-from srgan.inference import Upscaler  # noqa: E402
+from srgan.inference import PRECISIONS, Upscaler, parse_device, resolve_precision  # noqa: E402
 from srgan.weights import METHOD_WEIGHTS, is_available, missing_line  # noqa: E402
 from survey.admin_tab import build_results_tab  # noqa: E402
 from survey.db import default_app_dir  # noqa: E402
@@ -53,6 +53,7 @@ class AppConfig:
     port: int = 7860
     share: bool = False
     device: str = "cpu"
+    precision: str = "auto"  # the networks': bf16 on a CPU with bf16 in hardware, else fp32
     max_pixels: int | None = None  # None: SRGAN_MAX_PIXELS or srgan.images.DEFAULT_MAX_PIXELS
     db_url: str | None = None  # None: sqlite:///<app_dir>/study.sqlite
     app_dir: Path = field(default_factory=default_app_dir)
@@ -83,7 +84,7 @@ def _build_results_tab(config: AppConfig) -> None:
 def build_app(config: AppConfig) -> gr.Blocks:
     """The app's Blocks, ready for .queue().launch(); tests build it in-process."""
     config.app_dir.mkdir(parents=True, exist_ok=True)
-    upscaler = Upscaler(device=config.device)  # one per app: each model is loaded once
+    upscaler = Upscaler(device=config.device, precision=config.precision)  # one per app: each model is loaded once
     max_pixels = config.max_pixels if config.max_pixels is not None else default_max_pixels()
     with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
         gr.Markdown(f"# {TITLE}\nAn open reproduction of Ledig et al., CVPR 2017 (arXiv 1609.04802).")
@@ -174,6 +175,9 @@ def parse_args(argv: list[str] | None) -> AppConfig:
     parser.add_argument("--share", action=argparse.BooleanOptionalAction, default=_env_flag("SRGAN_SHARE"),
                         help="also open a public Gradio share link (SRGAN_SHARE; needs the internet)")
     parser.add_argument("--device", default=env.get("SRGAN_DEVICE", "cpu"), help="torch device: cpu or cuda")
+    parser.add_argument("--precision", default=env.get("SRGAN_PRECISION", "auto"), choices=PRECISIONS,
+                        help="the networks' precision (SRGAN_PRECISION): auto is bf16 on a CPU with bf16 in "
+                             "hardware (AVX512-BF16, AMX), else fp32; fp16 on CUDA only")
     parser.add_argument("--max-pixels", type=int, default=None,
                         help="refuse larger input images (SRGAN_MAX_PIXELS; default 4 megapixels)")
     parser.add_argument("--db-url", default=env.get("SURVEY_DB_URL"),
@@ -221,11 +225,16 @@ def parse_args(argv: list[str] | None) -> AppConfig:
             parser.error(f"--device {args.device}: no CUDA GPU is available here; use --device cpu")
     if args.concurrency < 1:
         parser.error("--concurrency must be at least 1")
+    try:
+        resolve_precision(args.precision, parse_device(args.device))
+    except ValueError as error:
+        parser.error(str(error))
     return AppConfig(
         host=args.host,
         port=args.port,
         share=args.share,
         device=args.device,
+        precision=args.precision,
         max_pixels=args.max_pixels,
         db_url=args.db_url,
         app_dir=(args.app_dir or default_app_dir()).resolve(),
@@ -263,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"error: the study database {display_url(config.study_db_url)} failed: {error}")
     for line in missing_weights_warnings():
         print(line, file=sys.stderr, flush=True)
+    precision = resolve_precision(config.precision, parse_device(config.device))
+    print(f"Networks run on {config.device} in {precision}" + (" (--precision fp32 for full precision)"
+          if precision != "fp32" else ""), flush=True)
     launch(app, config)
     return 0
 

@@ -5,12 +5,15 @@
 
 Inference: MATLAB bicubic (``srgan.imresize``) and the SRResNet / SRGAN generators (trained
 weights when present, else random init: the architecture is the same, so the timing is too)
-for 128x128, 256x256 and 270x480 LR inputs at 4x, medians over repeats after warm-up. Next to
-each generator time: its achieved GFLOP/s (FLOPs counted analytically from the conv layers,
-2 x MACs, for the whole image; tiles' overlap is extra work not counted) and the GFLOP/s of a
-large matrix product on the same device in the same run, and their ratio. On CPU the tile
-size and channels_last are swept and the fastest setting used; on CUDA also half precision
-and torch.compile on fixed tile shapes.
+for 128x128, 256x256 and 270x480 LR inputs at 4x, medians over repeats after warm-up, in fp32
+and in the fastest precision side by side. Next to each generator time: its achieved GFLOP/s
+(FLOPs counted analytically from the conv layers, 2 x MACs, for the whole image; tiles' overlap
+is extra work not counted) and the GFLOP/s of a large matrix product of the same dtype on the
+same device in the same run, and their ratio. The tile size, channels_last, the precision (bf16
+where the device has it) and the threads are swept and the fastest setting used; on CUDA also
+torch.compile on fixed tile shapes. On CPU the engines a user might reach for (BatchNorm kept or
+folded, bf16 autocast, torch.jit.freeze, torch.compile, ONNX Runtime) are timed on a photograph,
+with their output's PSNR against fp32 PyTorch.
 
 Training: patches/s of one SRResNet step (1*MSE) and one SRGAN step (1*VGG54+1e-3*GAN, D and
 G) at the given batch size, with the same step function as ``srgan.train``.
@@ -22,26 +25,35 @@ is replaced; the rest of the file is kept.
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime as dt
+import math
 import os
 import statistics
 import sys
+import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-from srgan.inference import parse_device, tiled_forward
-from srgan.models import Discriminator, SRResNet
+from srgan.export import ExportError, export_onnx
+from srgan.inference import DTYPES, parse_device, prepare_generator, tiled_forward
+from srgan.models import Discriminator, SRResNet, to_unit_range
 from srgan.vgg import MissingVGGWeightsError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 LR_SIZES = ((128, 128), (256, 256), (270, 480))
+DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # precision -> the peak table's
+ENGINES = ("eager fp32, BN kept", "eager fp32, BN folded", "eager bf16 autocast, BN kept", "eager bf16, BN folded",
+           "torch.jit.freeze bf16, BN folded", "torch.compile bf16, BN folded", "onnxruntime fp32")
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -111,31 +123,39 @@ def matmul_gflops(device: torch.device, *, dtype: torch.dtype, size: int, repeat
 class InferenceSetting:
     tile: int | None
     channels_last: bool
-    dtype: torch.dtype = torch.float32
+    precision: str = "fp32"  # the weights' and activations' dtype (srgan.inference.prepare_generator)
     compiled: bool = False
+    threads: int | None = None  # None: torch's default
 
     def label(self) -> str:
-        parts = [f"tile {self.tile or 'none'}", "channels_last" if self.channels_last else "contiguous",
-                 str(self.dtype).removeprefix("torch.")]
+        parts = [f"tile {self.tile or 'none'}", "channels_last" if self.channels_last else "contiguous", self.precision]
         if self.compiled:
             parts.append("compiled")
+        if self.threads is not None:
+            parts.append(f"{self.threads} thread{'s' * (self.threads > 1)}")
         return ", ".join(parts)
 
 
 def make_runner(generator: nn.Module, lr: Tensor, setting: InferenceSetting) -> Callable[[], Tensor]:
+    """What ``srgan.inference`` runs: BatchNorm folded, weights in the setting's precision."""
     device = lr.device
     memory_format = torch.channels_last if setting.channels_last else torch.contiguous_format
-    model = generator.to(memory_format=memory_format)
+    model = prepare_generator(generator, device=device, precision=setting.precision).to(memory_format=memory_format)
     if setting.compiled:
         # Fixed tile shapes let CUDA graphs replay (mode reduce-overhead).
         model = torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else "default")
-    x = lr.contiguous(memory_format=memory_format)
-    half = setting.dtype != torch.float32 and device.type == "cuda"
+    x = lr.to(DTYPES[setting.precision]).contiguous(memory_format=memory_format)
 
     @torch.inference_mode()
     def run() -> Tensor:
-        with torch.autocast("cuda", dtype=setting.dtype) if half else nullcontext():
+        if setting.threads is None:
             return tiled_forward(model, x, tile=setting.tile)
+        before = torch.get_num_threads()
+        torch.set_num_threads(setting.threads)
+        try:
+            return tiled_forward(model, x, tile=setting.tile)
+        finally:
+            torch.set_num_threads(before)
 
     return run
 
@@ -149,16 +169,136 @@ def load_or_random_generator(name: str, device: torch.device) -> tuple[SRResNet,
     return SRResNet().to(device).eval(), "random init (no trained weights yet; same architecture, same cost)"
 
 
-def candidate_settings(device: torch.device, *, compile_: bool) -> list[InferenceSetting]:
+def candidate_settings(device: torch.device, *, compile_: bool, bf16: bool) -> list[InferenceSetting]:
     if device.type == "cuda":
-        settings = [InferenceSetting(t, cl, dt_) for t in (128, 256, None) for cl in (False, True)
-                    for dt_ in (torch.float32, torch.float16, torch.bfloat16)]
+        settings = [InferenceSetting(t, cl, p) for t in (128, 256, None) for cl in (False, True)
+                    for p in ("fp32", "fp16") + (("bf16",) if bf16 else ())]
         if compile_:
-            settings += [InferenceSetting(128, True, torch.float16, compiled=True),
-                         InferenceSetting(128, True, torch.bfloat16, compiled=True)]
+            settings += [InferenceSetting(128, True, "fp16", compiled=True)]
+            if bf16:
+                settings.append(InferenceSetting(128, True, "bf16", compiled=True))
         return settings
     # At the 128x128 sweep size, tile 128 is the untiled path; 64 shows the cost of tiling.
-    return [InferenceSetting(t, cl) for t in (64, None) for cl in (False, True)]
+    precisions = ("fp32", "bf16") if bf16 else ("fp32",)
+    settings = [InferenceSetting(t, cl, p) for p in precisions for t in (64, None) for cl in (False, True)]
+    if torch.get_num_threads() > 1:  # is one thread per core the right count? (one thread fewer)
+        settings.append(InferenceSetting(None, True, precisions[-1], threads=torch.get_num_threads() - 1))
+    return settings
+
+
+def photo_crop(height: int, width: int) -> Tensor:
+    """A natural LR input (scikit-image's astronaut, tiled if small): engines' outputs are compared on it."""
+    from skimage import data
+
+    photo = torch.from_numpy(data.astronaut()).permute(2, 0, 1).float().div(255)
+    reps = (1, -(-height // photo.shape[1]), -(-width // photo.shape[2]))
+    return photo.repeat(*reps)[None, :, :height, :width].contiguous()
+
+
+def engine_runners(generator: SRResNet, lr: Tensor, *, names: tuple[str, ...] | None = None
+                   ) -> dict[str, Callable[[], Tensor]]:
+    """CPU engines for one generator and input, each a runner returning the [-1, 1] float32
+    output; ``names`` picks some (all of ENGINES by default). An engine that cannot be built
+    here (a missing package, an export error) maps to the reason, a str, instead."""
+    names = ENGINES if names is None else names
+    kept = copy.deepcopy(generator).eval().to(memory_format=torch.channels_last)
+    x = lr.contiguous(memory_format=torch.channels_last)
+    runners: dict[str, Callable[[], Tensor] | str] = {}
+
+    def eager(model: nn.Module, dtype: torch.dtype, autocast: bool = False) -> Callable[[], Tensor]:
+        inp = x.to(dtype)
+
+        @torch.inference_mode()
+        def run() -> Tensor:
+            with torch.autocast("cpu", dtype=torch.bfloat16) if autocast else nullcontext():
+                return model(inp).float()
+        return run
+
+    for name in names:
+        try:
+            if name == "eager fp32, BN kept":
+                runners[name] = eager(kept, torch.float32)
+            elif name == "eager bf16 autocast, BN kept":
+                runners[name] = eager(kept, torch.float32, autocast=True)
+            elif name in ("eager fp32, BN folded", "eager bf16, BN folded"):
+                precision = name.split()[1].rstrip(",")
+                model = prepare_generator(generator, device=lr.device, precision=precision)
+                runners[name] = eager(model, DTYPES[precision])
+            elif name == "torch.jit.freeze bf16, BN folded":
+                model = prepare_generator(generator, device=lr.device, precision="bf16")
+                with torch.no_grad(), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", FutureWarning)  # deprecated in favour of torch.compile
+                    frozen = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model, x.bfloat16())))
+                runners[name] = eager(frozen, torch.bfloat16)
+            elif name == "torch.compile bf16, BN folded":
+                model = prepare_generator(generator, device=lr.device, precision="bf16")
+                runners[name] = eager(torch.compile(model), torch.bfloat16)
+            elif name == "onnxruntime fp32":
+                runners[name] = onnxruntime_runner(generator, lr)
+            else:
+                raise ValueError(f"unknown engine {name!r}")
+        except (ImportError, RuntimeError, ExportError) as exc:
+            runners[name] = f"not run: {str(exc).splitlines()[0][:120]}"
+    return runners
+
+
+def onnxruntime_runner(generator: SRResNet, lr: Tensor) -> Callable[[], Tensor]:
+    """ONNX Runtime's CPU provider on ``srgan.export``'s graph (it returns [0, 1]; mapped back to [-1, 1])."""
+    import onnxruntime
+
+    folder = tempfile.mkdtemp(prefix="srgan-bench-")
+    path = export_onnx(generator.cpu().eval(), Path(folder) / "generator.onnx")
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    array = lr.numpy().astype(np.float32)
+
+    def run() -> Tensor:
+        (out,) = session.run(["sr"], {"lr": array})
+        return torch.from_numpy(out) * 2 - 1
+
+    return run
+
+
+def engines_section(generator: SRResNet, lr: Tensor, *, peak: dict[str, float], flops: float, repeats: int,
+                    log: Callable[[str], None], names: tuple[str, ...] | None = None) -> list[str]:
+    """The markdown table of ``engine_runners`` on ``lr``: time, GFLOP/s, share of the matmul
+    peak, and the output's PSNR against eager fp32 with BatchNorm kept (the reference)."""
+    lines = [f"### Engines, {lr.shape[-2]}x{lr.shape[-1]} LR (a photograph) -> 4x, whole image", "",
+             "| engine | ms | GFLOP/s | of matmul peak (same dtype) | PSNR vs fp32 output (dB) |",
+             "|---|---|---|---|---|"]
+    reference = None
+    for name, runner in engine_runners(generator, lr, names=names).items():
+        if isinstance(runner, str):
+            lines.append(f"| {name} | {runner} | - | - | - |")
+            log(f"engine {name}: {runner}")
+            continue
+        start = time.perf_counter()
+        try:
+            output = runner()  # the first call compiles / builds
+        except Exception as exc:  # noqa: BLE001 - e.g. torch.compile without a C++ compiler: say so, go on
+            lines.append(f"| {name} | not run: {str(exc).splitlines()[0][:120]} | - | - | - |")
+            log(f"engine {name}: failed ({exc})")
+            continue
+        first = time.perf_counter() - start
+        reference = output if reference is None else reference
+        seconds = median_seconds(runner, device=lr.device, warmup=1, repeats=repeats)
+        gflops = flops / seconds / 1e9
+        dtype = "bfloat16" if "bf16" in name else "float32"
+        share = f"{gflops / peak[dtype]:.0%}" if dtype in peak else "-"
+        psnr = psnr_against(output, reference)
+        lines.append(f"| {name} | {seconds * 1e3:.0f} | {gflops:.0f} | {share} | "
+                     f"{'reference' if output is reference else f'{psnr:.1f}'} |")
+        log(f"engine {name}: {seconds * 1e3:.0f} ms (first call {first:.1f} s), PSNR {psnr:.1f} dB")
+    lines += ["", "`srgan.inference` runs eager PyTorch with BatchNorm folded into the convs and the weights in "
+              "the precision (the `BN folded` rows).", ""]
+    return lines
+
+
+def psnr_against(output: Tensor, reference: Tensor) -> float:
+    """PSNR (dB) of an output against the reference output, both [-1, 1], on the [0, 1] scale."""
+    mse = (to_unit_range(output.float()) - to_unit_range(reference.float())).pow(2).mean().item()
+    return float("inf") if mse == 0 else 10 * math.log10(1 / mse)
 
 
 # ----------------------------------------------------------------------------- training
@@ -270,42 +410,57 @@ def run_bench(args: argparse.Namespace) -> str:
         del generators["srgan"]
 
     # Sweep the settings on the smallest size, then use the fastest for every size.
-    sweep_lr = torch.rand(1, 3, *LR_SIZES[0], device=device)
+    sweep_lr = photo_crop(*LR_SIZES[0]).to(device)
     sweep = []
     generator = generators["srresnet"][0]
-    for setting in candidate_settings(device, compile_=args.compile):
+    for setting in candidate_settings(device, compile_=args.compile, bf16=bf16):
         seconds = median_seconds(make_runner(generator, sweep_lr, setting), device=device,
                                  warmup=2 if setting.compiled else 1, repeats=repeats)
         sweep.append((seconds, setting))
         log(f"sweep {setting.label()}: {seconds * 1e3:.0f} ms")
-    generator.to(memory_format=torch.contiguous_format)
     best_seconds, best = min(sweep, key=lambda item: item[0])
+    fp32_seconds, fp32 = min(((t, st) for t, st in sweep if st.precision == "fp32" and st.threads is None),
+                             key=lambda item: item[0])
     flops = generator_flops(generator, *LR_SIZES[0])
-    lines += [f"### Generator settings, {LR_SIZES[0][0]}x{LR_SIZES[0][1]} LR -> 4x (inference_mode)", "",
-              "| setting | ms | GFLOP/s |", "|---|---|---|"]
+    lines += [f"### Generator settings, {LR_SIZES[0][0]}x{LR_SIZES[0][1]} LR -> 4x (inference_mode, BatchNorm "
+              "folded, weights in the precision)", "",
+              "| setting | ms | GFLOP/s | of matmul peak (same dtype) | vs fastest fp32 |", "|---|---|---|---|---|"]
     for seconds, setting in sweep:
         mark = " **(fastest)**" if setting is best else ""
-        lines.append(f"| {setting.label()}{mark} | {seconds * 1e3:.0f} | {flops / seconds / 1e9:.0f} |")
-    lines += ["", f"Fastest here: {best.label()} (the setting for `srgan.inference` on this device).", ""]
+        gflops = flops / seconds / 1e9
+        lines.append(f"| {setting.label()}{mark} | {seconds * 1e3:.0f} | {gflops:.0f} | "
+                     f"{gflops / peak[DTYPE_NAMES[setting.precision]]:.0%} | {fp32_seconds / seconds:.2f}x |")
+    lines += ["", f"Fastest here: {best.label()} (`srgan.inference` on this device: precision \"auto\" is "
+              f"{'bf16' if bf16 and not cuda else 'fp32'}).", ""]
 
-    peak_for_best = peak.get(str(best.dtype).removeprefix("torch."), peak["float32"])
+    if not cuda and not args.no_engines:
+        lines += engines_section(generator, sweep_lr, peak=peak, flops=flops, repeats=repeats, log=log)
+
+    # fp32 and the fastest setting side by side, at every size.
+    shown = [fp32] if best is fp32 else [fp32, best]
     lines += ["### Inference, 4x", "",
-              "| method | LR size | weights | ms | GFLOP | GFLOP/s | of matmul peak |",
-              "|---|---|---|---|---|---|---|"]
+              "| method | LR size | weights | setting | ms | GFLOP | GFLOP/s | of matmul peak (same dtype) "
+              "| vs fp32 |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for height, width in LR_SIZES:
-        lr = torch.rand(1, 3, height, width, device=device)
+        lr = photo_crop(height, width).to(device)
         seconds = median_seconds(lambda: imresize(lr, scale=4), device=device, warmup=1, repeats=repeats)
-        lines.append(f"| bicubic (srgan.imresize) | {height}x{width} | - | {seconds * 1e3:.1f} | - | - | - |")
+        lines.append(f"| bicubic (srgan.imresize) | {height}x{width} | - | float32 | {seconds * 1e3:.1f} "
+                     f"| - | - | - | - |")
         for method, (gen, weights_note) in generators.items():
             big = height * width > 256 * 256
-            seconds = median_seconds(make_runner(gen, lr, best), device=device, warmup=1,
-                                     repeats=max(2, repeats - 1) if big and not cuda else repeats)
-            gen.to(memory_format=torch.contiguous_format)
-            gflop = generator_flops(gen, height, width) / 1e9
-            achieved = gflop / seconds
-            lines.append(f"| {method} | {height}x{width} | {weights_note.split(' (')[0]} | {seconds * 1e3:.0f} | "
-                         f"{gflop:.0f} | {achieved:.0f} | {achieved / peak_for_best:.0%} |")
-            log(f"{method} {height}x{width}: {seconds * 1e3:.0f} ms, {achieved:.0f} GFLOP/s")
+            times = {}
+            for setting in shown:
+                times[setting.label()] = seconds = median_seconds(
+                    make_runner(gen, lr, setting), device=device, warmup=1,
+                    repeats=max(2, repeats - 1) if big and not cuda else repeats)
+                gflop = generator_flops(gen, height, width) / 1e9
+                achieved = gflop / seconds
+                ratio = times[fp32.label()] / seconds
+                lines.append(f"| {method} | {height}x{width} | {weights_note.split(' (')[0]} | {setting.label()} "
+                             f"| {seconds * 1e3:.0f} | {gflop:.0f} | {achieved:.0f} "
+                             f"| {achieved / peak[DTYPE_NAMES[setting.precision]]:.0%} | {ratio:.2f}x |")
+                log(f"{method} {height}x{width} {setting.label()}: {seconds * 1e3:.0f} ms, {achieved:.0f} GFLOP/s")
     notes = {note for _, note in generators.values()}
     lines += ["", "Weights: " + "; ".join(sorted(notes)) + "."]
     if "srgan" not in generators:
@@ -362,6 +517,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, help="training batch (default 4 on CPU, 16 on GPU)")
     parser.add_argument("--threads", type=int, help="torch threads on CPU (default: torch's)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (CUDA)")
+    parser.add_argument("--no-engines", action="store_true",
+                        help="skip the CPU engines table (jit.freeze, torch.compile, ONNX Runtime)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "performance.md")
     parser.add_argument("--print-only", action="store_true", help="print the section, write nothing")
     args = parser.parse_args(argv)

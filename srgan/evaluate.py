@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from .images import pil_to_tensor, tensor_to_array
 from .imresize import imresize
-from .inference import Upscaler, bicubic_upscale_tensor, parse_device, upscale_tensor
+from .inference import PRECISIONS, Upscaler, bicubic_upscale_tensor, parse_device, resolve_precision, upscale_tensor
 from .metrics import colour_shift, psnr_y, ssim_y, texture_energy
 from .weights import METHOD_WEIGHTS, describe, is_available
 
@@ -113,8 +113,9 @@ def niqe_scorer():
 def evaluate(
     benchmarks: Path, *, methods: list[str], sets: tuple[str, ...] = SETS, device: str = "cpu",
     limit: int | None = None, with_niqe: bool = True, keep_images: dict | None = None, colour_fix: bool = True,
+    precision: str = "fp32",
 ) -> list[Score]:
-    upscaler = Upscaler(device=device, tile=256, colour_fix=colour_fix)
+    upscaler = Upscaler(device=device, tile=256, precision=precision, colour_fix=colour_fix)
     niqe, why = niqe_scorer() if with_niqe else (None, "disabled")
     if with_niqe and niqe is None:
         print(f"NIQE skipped: {why}", file=sys.stderr)
@@ -250,12 +251,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-figure", action="store_true", help="skip results/comparison.png")
     parser.add_argument("--no-colour-fix", action="store_true",
                         help="score the networks' own outputs, without giving them their input's channel means")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="the networks' precision (default fp32: the tables in full precision; auto is what "
+                             "the demo runs, bf16 on a CPU with bf16 in hardware)")
     args = parser.parse_args(argv)
 
     if args.limit is not None and args.limit < 1:
         parser.error("--limit must be at least 1")
     try:
-        parse_device(args.device)
+        precision = resolve_precision(args.precision, parse_device(args.device))
     except ValueError as exc:
         parser.error(str(exc))
     benchmarks = args.data or default_benchmarks()
@@ -268,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     note += ("\n\nThe networks' outputs are given their LR input's channel means (`srgan.inference`'s colour fix, "
              "as the demo and `python -m srgan.upscale` do)." if not args.no_colour_fix else
              "\n\n**Without the colour fix** (`--no-colour-fix`): the networks' own outputs.")
+    if precision != "fp32":
+        note += f"\n\nThe networks ran in **{precision}** (`--precision {args.precision}`)."
     if args.limit:  # a quick check must not pass for the full table (it is written to results/ too)
         note += f"\n\n**Partial run: only the first {args.limit} images of each set** (`--limit {args.limit}`)."
     start = time.perf_counter()
@@ -275,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         scores = evaluate(benchmarks, methods=methods, sets=tuple(args.sets), device=args.device, limit=args.limit,
                           with_niqe=not args.no_niqe, keep_images=None if args.no_figure else images,
-                          colour_fix=not args.no_colour_fix)
+                          colour_fix=not args.no_colour_fix, precision=precision)
     except (OSError, ValueError) as exc:  # a set without HR images, an unreadable or mis-sized image
         print(f"error: {exc}", file=sys.stderr)
         return 2

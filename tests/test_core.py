@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,9 +15,10 @@ from skimage.metrics import structural_similarity
 
 from srgan.images import ImageError, load_image, pil_to_tensor
 from srgan.imresize import imresize
-from srgan.inference import Upscaler, downscale, match_channel_means, upscale_tensor
+from srgan import inference
+from srgan.inference import Upscaler, downscale, match_channel_means, prepare_generator, resolve_precision, upscale_tensor
 from srgan.metrics import psnr_y, rgb_to_y, ssim, ssim_y
-from srgan.models import Discriminator, SRResNet, count_parameters, srresnet_x4
+from srgan.models import Discriminator, SRResNet, count_parameters, fold_batch_norm, srresnet_x4
 from srgan.weights import MissingWeightsError, interpolate_state_dicts, load_generator, save_weights
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -268,19 +268,31 @@ def test_upscaler_names_every_missing_file_a_call_needs(tmp_path, monkeypatch):
     assert up.upscale(image, "bicubic").size == (24, 16)
 
 
-def test_upscale_cli_names_every_missing_file_and_suggests_bicubic(tmp_path):
+def run_cli(main, argv: list[str], capsys) -> tuple[object, str, str]:
+    """A command's main() in this interpreter: (exit code, stdout, stderr). argparse's refusals
+    exit with 2; an uncaught exception (a traceback for the user) fails the test."""
+    try:
+        code = main(argv)
+    except SystemExit as exited:
+        code = exited.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_upscale_cli_names_every_missing_file_and_suggests_bicubic(tmp_path, monkeypatch, capsys):
+    from srgan.upscale import main as upscale_main
+
     src = tmp_path / "photo.png"
     Image.new("RGB", (12, 8), (10, 20, 30)).save(src)
-    env = {**os.environ, "SRGAN_WEIGHTS_DIR": str(tmp_path / "no-weights")}
+    monkeypatch.setenv("SRGAN_WEIGHTS_DIR", str(tmp_path / "no-weights"))
     for extra, files in (([], ["srresnet_x4.pt"]), (["--model", "srgan", "--alpha", "0.5"],
                                                     ["srresnet_x4.pt", "srgan_x4.pt"])):
-        run = subprocess.run([sys.executable, "-m", "srgan.upscale", str(src), str(tmp_path / "out.png"), *extra],
-                             cwd=ROOT, env=env, capture_output=True, text=True)
-        assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+        code, _, err = run_cli(upscale_main, [str(src), str(tmp_path / "out.png"), *extra], capsys)
+        assert code == 2, err
         for name in files:
-            assert str(tmp_path / "no-weights" / name) in run.stderr, run.stderr
-        assert "--model bicubic" in run.stderr and "`" not in run.stderr
-        assert "python -m srgan.train --stage srresnet --install" in run.stderr
+            assert str(tmp_path / "no-weights" / name) in err, err
+        assert "--model bicubic" in err and "`" not in err
+        assert "python -m srgan.train --stage srresnet --install" in err
         assert not (tmp_path / "out.png").exists()
 
 
@@ -344,6 +356,85 @@ def test_tile_below_one_is_refused():
             upscale_tensor(g, torch.rand(1, 3, 12, 12), tile=tile)
 
 
+# --- precision: BatchNorm folded, bf16 on CPUs that have it ---------------------
+
+def trained_like_generator(num_blocks: int = 16) -> SRResNet:
+    """A random generator with non-trivial BN statistics and affine terms, as after training."""
+    torch.manual_seed(0)
+    g = SRResNet(num_blocks=num_blocks).eval()
+    for m in g.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 2)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.normal_(0, 0.1)
+    return g
+
+
+def test_folding_batch_norm_keeps_the_outputs_and_leaves_the_network_alone():
+    g = trained_like_generator()
+    before = {k: v.clone() for k, v in g.state_dict().items()}
+    folded = fold_batch_norm(g)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in g.modules()) == 33  # the original keeps its BNs
+    assert all(torch.equal(before[k], v) for k, v in g.state_dict().items())
+    lr = torch.rand(1, 3, 24, 20)
+    with torch.inference_mode():
+        assert (folded(lr) - g(lr)).abs().max() < 1e-4
+
+
+def test_auto_precision_is_bf16_only_on_a_cpu_with_bf16_in_hardware(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(inference, "cpu_has_native_bf16", lambda: True)
+    assert resolve_precision("auto", cpu) == "bf16" and Upscaler().precision == "bf16"
+    monkeypatch.setattr(inference, "cpu_has_native_bf16", lambda: False)
+    assert resolve_precision("auto", cpu) == "fp32" and Upscaler().precision == "fp32"
+    assert resolve_precision("bf16", cpu) == "bf16"  # asked for: honoured (emulated, slower)
+    with pytest.raises(ValueError, match="fp16 runs on CUDA only"):
+        Upscaler(precision="fp16")
+    with pytest.raises(ValueError, match="choose from auto, fp32, bf16, fp16"):
+        resolve_precision("float64", cpu)
+
+
+def test_bf16_inference_runs_in_bf16_and_stays_close_to_fp32():
+    g = trained_like_generator()
+    lr = torch.rand(1, 3, 20, 28)
+    bf16 = prepare_generator(g, device=torch.device("cpu"), precision="bf16")
+    assert {p.dtype for p in bf16.parameters()} == {torch.bfloat16}
+    reference = upscale_tensor(g, lr, tile=None)
+    out = upscale_tensor(bf16, lr, tile=None)
+    assert out.dtype == torch.float32 and out.shape == reference.shape
+    assert (out - reference).abs().mean() < 2 / 255  # bf16 keeps 8 bits of mantissa
+    tiled = upscale_tensor(bf16, lr, tile=8, overlap=16)  # tiles in bf16 too
+    assert (tiled - out).abs().max() < 0.05
+    fp32 = prepare_generator(g, device=torch.device("cpu"), precision="fp32")
+    assert (upscale_tensor(fp32, lr, tile=None) - reference).abs().max() < 1e-4
+
+
+def test_upscaler_in_each_cpu_precision_blends_and_keeps_alpha(random_weights):
+    rgba = Image.fromarray((np.random.default_rng(0).random((12, 16, 4)) * 255).astype(np.uint8), "RGBA")
+    outputs = {}
+    for precision in ("fp32", "bf16"):
+        up = Upscaler(precision=precision)
+        assert next(up.generator("srgan", alpha=0.5).parameters()).dtype == inference.DTYPES[precision]
+        outputs[precision] = np.asarray(up.upscale(rgba, "srgan", alpha=0.5), np.float64)
+        assert outputs[precision].shape == (48, 64, 4)
+    difference = np.abs(outputs["bf16"] - outputs["fp32"])
+    assert difference[..., :3].mean() < 2 and np.array_equal(outputs["bf16"][..., 3], outputs["fp32"][..., 3])
+
+
+def test_upscale_cli_takes_a_precision_and_refuses_fp16_on_the_cpu(random_weights, tmp_path, capsys):
+    from srgan.upscale import main as upscale_main
+
+    Image.new("RGB", (8, 6), (90, 120, 30)).save(tmp_path / "in.png")
+    assert upscale_main([str(tmp_path / "in.png"), str(tmp_path / "out.png"), "--precision", "fp32"]) == 0
+    assert ", fp32," in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exited:
+        upscale_main([str(tmp_path / "in.png"), str(tmp_path / "fp16.png"), "--precision", "fp16"])
+    assert exited.value.code == 2 and "fp16 runs on CUDA only" in capsys.readouterr().err
+    assert not (tmp_path / "fp16.png").exists()
+
+
 @pytest.mark.slow
 def test_tiled_equals_untiled_256():
     # The issue's figure: a 256 px image cut in 64 px tiles.
@@ -370,67 +461,83 @@ def test_downscale_crops_to_multiple_of_four():
     assert lr.getpixel((1, 1)) == (50, 60, 70)
 
 
-def test_upscale_cli(tmp_path, random_weights):
+def test_upscale_cli(tmp_path, random_weights, capsys):
+    from srgan.upscale import main as upscale_main
+
     src = tmp_path / "in.png"
     Image.new("RGB", (12, 8), (10, 20, 30)).save(src)
-    ok = subprocess.run([sys.executable, "-m", "srgan.upscale", str(src), str(tmp_path / "out.png"),
-                         "--model", "srresnet"], cwd=ROOT, capture_output=True, text=True)
-    assert ok.returncode == 0, ok.stderr
+    code, out, err = run_cli(upscale_main, [str(src), str(tmp_path / "out.png"), "--model", "srresnet"], capsys)
+    assert code == 0, err
     assert Image.open(tmp_path / "out.png").size == (48, 32)
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG not really")
-    fail = subprocess.run([sys.executable, "-m", "srgan.upscale", str(bad), str(tmp_path / "o.png")],
-                          cwd=ROOT, capture_output=True, text=True)
-    assert fail.returncode == 2 and "not an image" in fail.stderr and "Traceback" not in fail.stderr
+    code, _, err = run_cli(upscale_main, [str(bad), str(tmp_path / "o.png")], capsys)
+    assert code == 2 and "not an image" in err
     # Bad options are named as such, not blamed on the output file.
     for extra, message in ((["--tile", "-3"], "--tile"), (["--device", "foo"], "--device foo"),
                            (["--model", "bicubic", "--alpha", "0.5"], "--alpha"),
-                           (["--device", "cuda:0"], "--device cuda:0")):
+                           (["--device", "cuda:0"], "--device cuda:0"), (["--precision", "fp64"], "--precision")):
         if extra[-1] == "cuda:0" and torch.cuda.is_available():
             continue
-        run = subprocess.run([sys.executable, "-m", "srgan.upscale", str(src), str(tmp_path / "o.png"), *extra],
-                             cwd=ROOT, capture_output=True, text=True)
-        assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr, run.stderr
-        assert "o.png" not in run.stderr and not (tmp_path / "o.png").exists()
-    unwritable = subprocess.run([sys.executable, "-m", "srgan.upscale", str(src), str(tmp_path / "o.xyz"),
-                                 "--model", "bicubic"], cwd=ROOT, capture_output=True, text=True)
-    assert unwritable.returncode == 2 and "o.xyz" in unwritable.stderr and "Traceback" not in unwritable.stderr
+        code, _, err = run_cli(upscale_main, [str(src), str(tmp_path / "o.png"), *extra], capsys)
+        assert code == 2 and message in err, err
+        assert "o.png" not in err and not (tmp_path / "o.png").exists()
+    code, _, err = run_cli(upscale_main, [str(src), str(tmp_path / "o.xyz"), "--model", "bicubic"], capsys)
+    assert code == 2 and "o.xyz" in err
 
 
-def test_evaluate_bad_data_and_device_are_clear_errors(tmp_path):
+@pytest.mark.e2e
+def test_upscale_runs_as_a_module(tmp_path, random_weights):
+    """The command a user types, in its own interpreter: no traceback, even for a bad file."""
+    src, bad = tmp_path / "in.png", tmp_path / "bad.png"
+    Image.new("RGB", (12, 8), (10, 20, 30)).save(src)
+    bad.write_bytes(b"\x89PNG not really")
+    ok = subprocess.run([sys.executable, "-m", "srgan.upscale", str(src), str(tmp_path / "out.png")],
+                        cwd=ROOT, capture_output=True, text=True)
+    assert ok.returncode == 0 and "in.png 12x8 ->" in ok.stdout, ok.stderr
+    fail = subprocess.run([sys.executable, "-m", "srgan.upscale", str(bad), str(tmp_path / "o.png")],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert fail.returncode == 2 and "not an image" in fail.stderr and "Traceback" not in fail.stderr
+
+
+def test_evaluate_bad_data_and_device_are_clear_errors(tmp_path, capsys):
+    from srgan.evaluate import main as evaluate_main
+
     (tmp_path / "Set5" / "HR").mkdir(parents=True)
     (tmp_path / "Set5" / "HR" / "broken.png").write_bytes(b"not a png")
 
     def evaluate(*extra):
-        return subprocess.run([sys.executable, "-m", "srgan.evaluate", "--sets", "Set5", "--no-niqe", "--no-figure",
-                               "--out", str(tmp_path / "out"), *extra], cwd=ROOT, capture_output=True, text=True)
+        return run_cli(evaluate_main, ["--sets", "Set5", "--no-niqe", "--no-figure", "--out", str(tmp_path / "out"),
+                                       *extra], capsys)
 
-    broken = evaluate("--data", str(tmp_path))
-    assert broken.returncode == 2 and "broken.png" in broken.stderr and "Traceback" not in broken.stderr
-    empty = evaluate("--data", str(tmp_path), "--sets", "Set14")
-    assert empty.returncode == 2 and "no HR images" in empty.stderr and "Traceback" not in empty.stderr
+    code, _, err = evaluate("--data", str(tmp_path))
+    assert code == 2 and "broken.png" in err
+    code, _, err = evaluate("--data", str(tmp_path), "--sets", "Set14")
+    assert code == 2 and "no HR images" in err
     if not torch.cuda.is_available():
-        no_gpu = evaluate("--device", "cuda")
-        assert no_gpu.returncode == 2 and "no CUDA device" in no_gpu.stderr and "Traceback" not in no_gpu.stderr
+        code, _, err = evaluate("--device", "cuda")
+        assert code == 2 and "no CUDA device" in err
+    code, _, err = evaluate("--precision", "fp16")
+    assert code == 2 and "fp16 runs on CUDA only" in err
     assert not (tmp_path / "out").exists()
 
 
-def test_evaluate_command_writes_tables_and_figure(benchmarks, tmp_path, random_weights):
+def test_evaluate_command_writes_tables_and_figure(benchmarks, tmp_path, random_weights, capsys):
+    from srgan.evaluate import main as evaluate_main
+
     # With (random) weights present the model rows appear; NIQE rows for Set14, the figure is written.
     out = tmp_path / "results"
-    run = subprocess.run([sys.executable, "-m", "srgan.evaluate", "--sets", "Set5", "Set14", "--limit", "2",
-                          "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                         env={**__import__("os").environ, "SRGAN_WEIGHTS_DIR": str(random_weights)})
-    assert run.returncode == 0, run.stderr
+    code, _, err = run_cli(evaluate_main, ["--sets", "Set5", "Set14", "--limit", "2", "--out", str(out)], capsys)
+    assert code == 0, err
     table = (out / "benchmark.md").read_text()
     for row in ("| Bicubic |", "| SRResNet |", "| SRGAN |", "NIQE", "| HR |"):
         assert row in table
     assert "32.05 / 0.9019" in table  # the paper's figure beside ours
     assert "Partial run: only the first 2 images" in table  # --limit never passes for the full table
+    assert "ran in" not in table  # fp32 unless asked
     assert Image.open(out / "comparison.png").size[0] > 400
-    missing = subprocess.run([sys.executable, "-m", "srgan.evaluate", "--data", str(tmp_path / "nowhere")],
-                             cwd=ROOT, capture_output=True, text=True)
-    assert missing.returncode == 2 and "not found" in missing.stderr
+    code, _, err = run_cli(evaluate_main, ["--data", str(tmp_path / "nowhere")], capsys)
+    assert code == 2 and "not found" in err
 
 
 def test_upscale_cli_colour_fix_is_on_unless_turned_off(tmp_path, random_weights):

@@ -94,6 +94,21 @@ def test_methods_with_weights_are_included(tmp_path, app_dir, db_url, monkeypatc
     assert store.study_summary(db.get_engine(db_url), "s")["methods"] == ["hr", "srresnet"]
 
 
+def test_prepare_says_which_precision_made_the_stimuli(tmp_path, app_dir, db_url, monkeypatch, capsys):
+    from srgan.models import SRResNet
+    from srgan.weights import save_weights, weights_path
+
+    monkeypatch.setenv("SRGAN_WEIGHTS_DIR", str(tmp_path / "weights"))
+    save_weights(SRResNet(num_blocks=1, channels=8), weights_path("srresnet_x4"), {"note": "random, for tests"})
+    base = ["--name", "s", "--hr-dir", str(hr_folder(tmp_path)), "--db", db_url, "--app-dir", str(app_dir),
+            "--methods", "srresnet,hr"]
+    assert prepare.main([*base, "--precision", "fp32"]) == 0
+    assert "(networks in fp32)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # fp16 is for CUDA; the study is made on the CPU
+        prepare.main([*base, "--precision", "fp16"])
+    assert "invalid choice: 'fp16'" in capsys.readouterr().err
+
+
 def test_prepare_from_outputs(tmp_path, app_dir, db_url, capsys):
     outputs = tmp_path / "outputs"
     for method in ("baseline", "hr"):

@@ -71,6 +71,23 @@ def test_fp16_storage_moves_set5_psnr_by_less_than_0p01_db(name: str, at_least: 
     assert stored > at_least
 
 
+@pytest.mark.e2e  # both networks over two whole benchmark sets, in two precisions (15 s)
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="this CPU has no bf16 in hardware: the app runs fp32 here")
+def test_bf16_inference_scores_within_0p05_db_of_fp32(package_weights: Path, benchmarks: Path) -> None:
+    """The app's default on a CPU with bf16 in hardware must not cost the networks their scores:
+    mean Y-PSNR on Set5 and Set14 within 0.05 dB of fp32 (measured: within 0.01 dB)."""
+    from srgan.evaluate import load_pair, super_resolve
+
+    upscalers = {precision: Upscaler(precision=precision) for precision in ("fp32", "bf16")}
+    for dataset in ("Set5", "Set14"):
+        names = sorted(p.name for p in (benchmarks / dataset / "HR").glob("*.png"))
+        pairs = [load_pair(benchmarks / dataset, name) for name in names]
+        for method in ("srresnet", "srgan"):
+            mean = {precision: np.mean([psnr_y(super_resolve(method, lr, upscaler), hr, border=4) for hr, lr in pairs])
+                    for precision, upscaler in upscalers.items()}
+            assert abs(mean["bf16"] - mean["fp32"]) < 0.05, (dataset, method, mean)
+
+
 def test_shipped_srgan_makes_texture_where_srresnet_is_smooth(package_weights: Path, benchmarks: Path) -> None:
     """What SRGAN is for: high-frequency energy near the original's where SRResNet's is far
     under it, a more natural NIQE, and no colour cast once the colour fix gives the output its
