@@ -246,11 +246,11 @@ def onnxruntime_runner(generator: SRResNet, lr: Tensor) -> Callable[[], Tensor]:
     """ONNX Runtime's CPU provider on ``srgan.export``'s graph (it returns [0, 1]; mapped back to [-1, 1])."""
     import onnxruntime
 
-    folder = tempfile.mkdtemp(prefix="srgan-bench-")
-    path = export_onnx(generator.cpu().eval(), Path(folder) / "generator.onnx")
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    with tempfile.TemporaryDirectory(prefix="srgan-bench-") as folder:  # the session keeps the model in memory
+        path = export_onnx(copy.deepcopy(generator).cpu().eval(), Path(folder) / "generator.onnx")
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     array = lr.numpy().astype(np.float32)
 
     def run() -> Tensor:

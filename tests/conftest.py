@@ -71,6 +71,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = [item for item in items if not item.get_closest_marker("slow")]
 
 
+def call_main(main, argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[object, str, str]:
+    """A command's ``main(argv)`` in this interpreter (no process start): (exit code, stdout,
+    stderr). argparse's refusals exit with 2; an uncaught exception, which a user would see as a
+    traceback, fails the test."""
+    try:
+        code = main(argv)
+    except SystemExit as exited:
+        code = exited.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from skimage.metrics import structural_similarity
 
+from conftest import call_main
 from srgan.images import ImageError, load_image, pil_to_tensor
 from srgan.imresize import imresize
 from srgan import inference
@@ -268,17 +269,6 @@ def test_upscaler_names_every_missing_file_a_call_needs(tmp_path, monkeypatch):
     assert up.upscale(image, "bicubic").size == (24, 16)
 
 
-def run_cli(main, argv: list[str], capsys) -> tuple[object, str, str]:
-    """A command's main() in this interpreter: (exit code, stdout, stderr). argparse's refusals
-    exit with 2; an uncaught exception (a traceback for the user) fails the test."""
-    try:
-        code = main(argv)
-    except SystemExit as exited:
-        code = exited.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def test_upscale_cli_names_every_missing_file_and_suggests_bicubic(tmp_path, monkeypatch, capsys):
     from srgan.upscale import main as upscale_main
 
@@ -287,7 +277,7 @@ def test_upscale_cli_names_every_missing_file_and_suggests_bicubic(tmp_path, mon
     monkeypatch.setenv("SRGAN_WEIGHTS_DIR", str(tmp_path / "no-weights"))
     for extra, files in (([], ["srresnet_x4.pt"]), (["--model", "srgan", "--alpha", "0.5"],
                                                     ["srresnet_x4.pt", "srgan_x4.pt"])):
-        code, _, err = run_cli(upscale_main, [str(src), str(tmp_path / "out.png"), *extra], capsys)
+        code, _, err = call_main(upscale_main, [str(src), str(tmp_path / "out.png"), *extra], capsys)
         assert code == 2, err
         for name in files:
             assert str(tmp_path / "no-weights" / name) in err, err
@@ -466,12 +456,12 @@ def test_upscale_cli(tmp_path, random_weights, capsys):
 
     src = tmp_path / "in.png"
     Image.new("RGB", (12, 8), (10, 20, 30)).save(src)
-    code, out, err = run_cli(upscale_main, [str(src), str(tmp_path / "out.png"), "--model", "srresnet"], capsys)
+    code, out, err = call_main(upscale_main, [str(src), str(tmp_path / "out.png"), "--model", "srresnet"], capsys)
     assert code == 0, err
     assert Image.open(tmp_path / "out.png").size == (48, 32)
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG not really")
-    code, _, err = run_cli(upscale_main, [str(bad), str(tmp_path / "o.png")], capsys)
+    code, _, err = call_main(upscale_main, [str(bad), str(tmp_path / "o.png")], capsys)
     assert code == 2 and "not an image" in err
     # Bad options are named as such, not blamed on the output file.
     for extra, message in ((["--tile", "-3"], "--tile"), (["--device", "foo"], "--device foo"),
@@ -479,10 +469,10 @@ def test_upscale_cli(tmp_path, random_weights, capsys):
                            (["--device", "cuda:0"], "--device cuda:0"), (["--precision", "fp64"], "--precision")):
         if extra[-1] == "cuda:0" and torch.cuda.is_available():
             continue
-        code, _, err = run_cli(upscale_main, [str(src), str(tmp_path / "o.png"), *extra], capsys)
+        code, _, err = call_main(upscale_main, [str(src), str(tmp_path / "o.png"), *extra], capsys)
         assert code == 2 and message in err, err
         assert "o.png" not in err and not (tmp_path / "o.png").exists()
-    code, _, err = run_cli(upscale_main, [str(src), str(tmp_path / "o.xyz"), "--model", "bicubic"], capsys)
+    code, _, err = call_main(upscale_main, [str(src), str(tmp_path / "o.xyz"), "--model", "bicubic"], capsys)
     assert code == 2 and "o.xyz" in err
 
 
@@ -507,7 +497,7 @@ def test_evaluate_bad_data_and_device_are_clear_errors(tmp_path, capsys):
     (tmp_path / "Set5" / "HR" / "broken.png").write_bytes(b"not a png")
 
     def evaluate(*extra):
-        return run_cli(evaluate_main, ["--sets", "Set5", "--no-niqe", "--no-figure", "--out", str(tmp_path / "out"),
+        return call_main(evaluate_main, ["--sets", "Set5", "--no-niqe", "--no-figure", "--out", str(tmp_path / "out"),
                                        *extra], capsys)
 
     code, _, err = evaluate("--data", str(tmp_path))
@@ -527,7 +517,7 @@ def test_evaluate_command_writes_tables_and_figure(benchmarks, tmp_path, random_
 
     # With (random) weights present the model rows appear; NIQE rows for Set14, the figure is written.
     out = tmp_path / "results"
-    code, _, err = run_cli(evaluate_main, ["--sets", "Set5", "Set14", "--limit", "2", "--out", str(out)], capsys)
+    code, _, err = call_main(evaluate_main, ["--sets", "Set5", "Set14", "--limit", "2", "--out", str(out)], capsys)
     assert code == 0, err
     table = (out / "benchmark.md").read_text()
     for row in ("| Bicubic |", "| SRResNet |", "| SRGAN |", "NIQE", "| HR |"):
@@ -536,7 +526,7 @@ def test_evaluate_command_writes_tables_and_figure(benchmarks, tmp_path, random_
     assert "Partial run: only the first 2 images" in table  # --limit never passes for the full table
     assert "ran in" not in table  # fp32 unless asked
     assert Image.open(out / "comparison.png").size[0] > 400
-    code, _, err = run_cli(evaluate_main, ["--data", str(tmp_path / "nowhere")], capsys)
+    code, _, err = call_main(evaluate_main, ["--data", str(tmp_path / "nowhere")], capsys)
     assert code == 2 and "not found" in err
 
 

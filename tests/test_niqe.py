@@ -16,6 +16,7 @@ from scipy.special import gamma
 from scipy.stats import gennorm
 from skimage import data
 
+from conftest import call_main
 from srgan.imresize import imresize
 from srgan.evaluate import load_pair, read_uint8
 from srgan.images import tensor_to_array
@@ -262,18 +263,8 @@ def test_an_image_scores_zero_against_its_own_model() -> None:
 
 @pytest.fixture
 def run_cli(capsys: pytest.CaptureFixture[str]):
-    """``python -m srgan.niqe ARGS`` in this interpreter: (exit code, stdout, stderr); argparse's
-    refusals exit with 2, and an uncaught exception (a user's traceback) fails the test."""
-
-    def run(*args: str) -> tuple[object, str, str]:
-        try:
-            code = niqe_main(list(args))
-        except SystemExit as exited:
-            code = exited.code
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
+    """``python -m srgan.niqe ARGS`` in this interpreter: (exit code, stdout, stderr)."""
+    return lambda *args: call_main(niqe_main, list(args), capsys)
 
 
 def test_fit_cli_writes_a_model_with_metadata(train_data: Path, tmp_path: Path, run_cli) -> None:
