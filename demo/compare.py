@@ -17,6 +17,7 @@ a quarter of it (their outputs have 16x the pixels).
 
 from __future__ import annotations
 
+import io
 import re
 import shutil
 import time
@@ -343,19 +344,27 @@ def point_to_fraction(index: tuple[int, int] | list[int], size: tuple[int, int])
     return (x + 0.5) / width, (y + 0.5) / height
 
 
-def save_pngs(comparison: Comparison, out_dir: Path) -> list[Path]:
-    """Write each result (and the LR input used) as PNG into `out_dir`; return the paths."""
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def save_pngs(comparison: Comparison, out_dir: Path, *,
+              encode: Callable[[Image.Image], bytes] = png_bytes) -> list[Path]:
+    """Write each result (and the LR input used) as PNG into `out_dir`; return the paths.
+    ``encode`` makes a PNG's bytes (the demo passes the files it has already written)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     lr_path = out_dir / f"{comparison.name}_lr_input.png"
-    comparison.lr.save(lr_path, format="PNG")
+    lr_path.write_bytes(encode(comparison.lr))
     paths.append(lr_path)
     for method, r in comparison.results.items():
         if r.image is None:
             continue
         suffix = f"_alpha{comparison.alpha:.2f}" if method == "srgan" and comparison.alpha < 1.0 else ""
         path = out_dir / f"{comparison.name}_{method}{suffix}_x{SCALE}.png"
-        r.image.save(path, format="PNG")
+        path.write_bytes(encode(r.image))
         paths.append(path)
     return paths
 
