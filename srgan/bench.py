@@ -51,7 +51,6 @@ from srgan.vgg import MissingVGGWeightsError
 REPO_ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 LR_SIZES = ((128, 128), (256, 256), (270, 480))
-DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # precision -> the peak table's
 ENGINES = ("eager fp32, BN kept", "eager fp32, BN folded", "eager bf16 autocast, BN kept", "eager bf16, BN folded",
            "torch.jit.freeze bf16, BN folded", "torch.compile bf16, BN folded", "onnxruntime fp32")
 
@@ -184,6 +183,11 @@ def candidate_settings(device: torch.device, *, compile_: bool, bf16: bool) -> l
     if torch.get_num_threads() > 1:  # is one thread per core the right count? (one thread fewer)
         settings.append(InferenceSetting(None, True, precisions[-1], threads=torch.get_num_threads() - 1))
     return settings
+
+
+def dtype_name(precision: str) -> str:
+    """The matmul peak table's key for a precision ("bf16" -> "bfloat16")."""
+    return str(DTYPES[precision]).removeprefix("torch.")
 
 
 def photo_crop(height: int, width: int) -> Tensor:
@@ -429,7 +433,7 @@ def run_bench(args: argparse.Namespace) -> str:
         mark = " **(fastest)**" if setting is best else ""
         gflops = flops / seconds / 1e9
         lines.append(f"| {setting.label()}{mark} | {seconds * 1e3:.0f} | {gflops:.0f} | "
-                     f"{gflops / peak[DTYPE_NAMES[setting.precision]]:.0%} | {fp32_seconds / seconds:.2f}x |")
+                     f"{gflops / peak[dtype_name(setting.precision)]:.0%} | {fp32_seconds / seconds:.2f}x |")
     lines += ["", f"Fastest here: {best.label()} (`srgan.inference` on this device: precision \"auto\" is "
               f"{'bf16' if bf16 and not cuda else 'fp32'}).", ""]
 
@@ -459,7 +463,7 @@ def run_bench(args: argparse.Namespace) -> str:
                 ratio = times[fp32.label()] / seconds
                 lines.append(f"| {method} | {height}x{width} | {weights_note.split(' (')[0]} | {setting.label()} "
                              f"| {seconds * 1e3:.0f} | {gflop:.0f} | {achieved:.0f} "
-                             f"| {achieved / peak[DTYPE_NAMES[setting.precision]]:.0%} | {ratio:.2f}x |")
+                             f"| {achieved / peak[dtype_name(setting.precision)]:.0%} | {ratio:.2f}x |")
                 log(f"{method} {height}x{width} {setting.label()}: {seconds * 1e3:.0f} ms, {achieved:.0f} GFLOP/s")
     notes = {note for _, note in generators.values()}
     lines += ["", "Weights: " + "; ".join(sorted(notes)) + "."]

@@ -299,13 +299,21 @@ def test_weights_round_trip_and_interpolation_endpoints(random_weights):
     assert np.array_equal(np.asarray(up.upscale(img, "srgan", alpha=1.0)), np.asarray(up.upscale(img, "srgan")))
 
 
-def test_tiled_equals_untiled():
+def trained_like_generator(num_blocks: int = 16) -> SRResNet:
+    """A random generator with non-trivial BN statistics and affine terms, as after training."""
     torch.manual_seed(0)
-    g = srresnet_x4().eval()
-    for m in g.modules():  # non-trivial BN statistics, as after training
+    g = SRResNet(num_blocks=num_blocks).eval()
+    for m in g.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.normal_(0, 0.1)
             m.running_var.uniform_(0.5, 2)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.normal_(0, 0.1)
+    return g
+
+
+def test_tiled_equals_untiled():
+    g = trained_like_generator()  # non-trivial BN statistics, as after training
     lr = torch.rand(1, 3, 64, 64)
     whole = upscale_tensor(g, lr, tile=None)
     tiled = upscale_tensor(g, lr, tile=16, overlap=16)
@@ -347,19 +355,6 @@ def test_tile_below_one_is_refused():
 
 
 # --- precision: BatchNorm folded, bf16 on CPUs that have it ---------------------
-
-def trained_like_generator(num_blocks: int = 16) -> SRResNet:
-    """A random generator with non-trivial BN statistics and affine terms, as after training."""
-    torch.manual_seed(0)
-    g = SRResNet(num_blocks=num_blocks).eval()
-    for m in g.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.normal_(0, 0.1)
-            m.running_var.uniform_(0.5, 2)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.normal_(0, 0.1)
-    return g
-
 
 def test_folding_batch_norm_keeps_the_outputs_and_leaves_the_network_alone():
     g = trained_like_generator()
