@@ -54,6 +54,28 @@ def test_rule_leaves_out_a_brightness_drift() -> None:
     assert choose(cands, reference_psnr=27.0, floor_db=3.0, colour_margin_db=0.5, shift_margin=1.0).name == "slightly_off"
 
 
+def test_rule_leaves_out_a_smooth_snapshot_before_comparing_colour() -> None:
+    # The third GPU session's case (held-out figures rounded): the smoothest snapshot had the
+    # best chroma PSNR, so it set the colour bar, and won with about half of HR's texture.
+    cands = [Candidate("smooth", 25.8, 43.3, 3.78, shift=0.84, texture=0.55),
+             Candidate("textured", 25.5, 43.2, 3.72, shift=1.70, texture=0.70),
+             Candidate("grainy", 24.9, 41.4, 3.90, shift=0.71, texture=1.00)]
+    assert choose(cands, reference_psnr=27.4, floor_db=3.5, colour_margin_db=0.5).name == "smooth"
+    assert choose(cands, reference_psnr=27.4, floor_db=3.5, colour_margin_db=0.5, texture_floor=0.6).name == "textured"
+    assert [c.within_floor for c in cands] == [False, True, True]
+    assert [c.colour_ok for c in cands] == [False, True, False]
+    with pytest.raises(ValueError, match="texture ratio of at least 1.5"):
+        choose(cands, reference_psnr=27.4, floor_db=3.5, colour_margin_db=0.5, texture_floor=1.5)
+
+
+def test_rule_always_leaves_a_candidate_when_chroma_and_shift_disagree() -> None:
+    # The best chroma and the least shift on two candidates: each fails the other's bar when both
+    # bars are set over all candidates (min() of nothing, a crash); the shift bar is set among the
+    # chroma-clean ones.
+    cands = [Candidate("clean_chroma", 25.5, 43.0, 4.0, shift=2.0), Candidate("steady", 25.5, 41.0, 3.5, shift=0.5)]
+    assert choose(cands, reference_psnr=27.0, floor_db=3.5, colour_margin_db=0.5).name == "clean_chroma"
+
+
 def test_cli_scores_held_out_photos_and_names_its_choice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from skimage import data
 
@@ -70,8 +92,9 @@ def test_cli_scores_held_out_photos_and_names_its_choice(tmp_path: Path, capsys:
     reference = save_weights(SRResNet(num_blocks=1, channels=8), tmp_path / "ref.pt", {"stage": "srresnet"})
     out_csv = tmp_path / "rows.csv"
     assert main([*map(str, paths), "--data", str(photos), "--reference", str(reference), "--floor-db", "100",
-                 "--crop", "192", "--csv", str(out_csv), "--sheet", str(tmp_path / "crops.png")]) == 0
+                 "--texture-floor", "0", "--crop", "192", "--csv", str(out_csv), "--sheet", str(tmp_path / "crops.png")]) == 0
     out = capsys.readouterr().out
+    assert "| texture |" in out and "texture >= 0," in out
     assert "1 held-out photos" in out and "| HR (the originals) |" in out and out.count("| chosen |") == 2  # the header and one row
     chosen = out.strip().splitlines()[-1].removeprefix("chosen: ")
     assert chosen in map(str, paths)
