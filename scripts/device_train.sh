@@ -5,7 +5,8 @@
 #   scripts/device_train.sh [--deadline SECONDS] STAGE:MINUTES [STAGE:MINUTES ...] [-- TRAIN_ARGS]
 #
 # STAGE is srgan or srresnet. Each stage's schedule is sized by `srgan.train --fit-minutes` from
-# the step rate it measures, so it completes (learning-rate schedule and all) inside MINUTES;
+# the step rate it measures (and again a quarter in, from the rate since), so it completes
+# (learning-rate schedule and all) inside MINUTES;
 # a stage is shortened to what is left before --deadline (default 555 s after the start: under
 # the device tool's 600 s a command, with time to copy out). TRAIN_ARGS go to every stage
 # (the CPU dry run in the tests passes tiny settings). Recipes:

@@ -112,6 +112,23 @@ def test_time_box_checkpoints_and_exits_cleanly(photos: Path, tmp_path: Path) ->
 
 
 @pytest.mark.e2e
+def test_fit_minutes_sizes_again_when_the_probe_was_optimistic(photos: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    # Validation of a whole 512x512 photo every 61 steps, just after the probe's 60: the probe
+    # sees only fast steps and plans several times too many. Sized once, the schedule would not
+    # fit the box (about 60 s of steps against 24 s); sized again a quarter in, it completes.
+    out = tmp_path / "fit"
+    assert main([*TINY, "--data", str(photos), "--patch", "16", "--fit-minutes", "0.25", "--max-minutes", "0.4",
+                 "--val-every", "61", "--val-patch", "512", "--log-every", "10", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "schedule sized to" in err and "schedule sized again to" in err
+    first = int(err.split("schedule sized to ")[1].split()[0])
+    _, meta = load_weights_file(out / "srresnet_x4.pt")
+    assert meta["completed"] and meta["iterations"] == meta["target_iterations"] < first
+    assert int(read_rows(out / "log.csv")[-1]["step"]) == meta["iterations"]
+
+
+@pytest.mark.e2e
 def test_sigkill_loses_little_and_resumes(photos: Path, tmp_path: Path) -> None:
     out = tmp_path / "killed"
     args = [*TINY, "--data", str(photos), "--patch", "16", "--iterations", "100000", "--out", str(out),
