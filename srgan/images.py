@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 from torch import Tensor
 
 # Input pixel limit (width x height) unless the caller or SRGAN_MAX_PIXELS says otherwise.
@@ -23,6 +25,13 @@ DEFAULT_MAX_PIXELS = 4_000_000
 # A compressed file over this many bytes is refused before decoding.
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 MIN_SIDE = 4
+# The longest side may be at most this many times the shortest. Photos, even panoramas (about
+# 4:1 to 10:1) and long phone screenshots (about 20:1), stay well inside it; a 4x10000 strip
+# (2500:1) is no photo, and its 4x output is one no browser shows whole.
+MAX_ASPECT = 64
+# How far PNG metadata is unpacked to say how large an oversized chunk is (then "more than").
+INFLATE_PROBE_BYTES = 256_000_000
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 class ImageError(ValueError):
@@ -44,7 +53,76 @@ def _pixel_count(pixels: int) -> str:
     return f"{pixels / 1e6:.1f} megapixels" if pixels >= 100_000 else f"{pixels:,} pixels"
 
 
-def _open(source: str | Path | bytes, max_bytes: int) -> Image.Image:
+def _byte_count(size: int) -> str:
+    return f"{size / 1e6:.0f} MB" if size >= 10**6 else f"{size / 1e3:.0f} kB"
+
+
+def _inflated_size(compressed: bytes, cap: int) -> int:
+    """How many bytes zlib data unpacks to, counting (not keeping) at most ``cap`` + 1 of them."""
+    inflater = zlib.decompressobj()
+    size, pending = 0, compressed
+    try:
+        while pending and size <= cap:
+            size += len(inflater.decompress(pending, 1 << 20))
+            pending = inflater.unconsumed_tail
+    except zlib.error:
+        pass  # corrupt data: what came out before it is all there is
+    return size
+
+
+def _png_metadata_problem(data: bytes, name: str) -> str | None:
+    """Why Pillow refused a PNG's metadata, in the user's words: the first colour profile (iCCP)
+    or compressed text chunk (zTXt, iTXt) that unpacks past Pillow's limit; None if there is none."""
+    if not data.startswith(PNG_SIGNATURE):
+        return None
+    limit = PngImagePlugin.MAX_TEXT_CHUNK
+    position = len(PNG_SIGNATURE)
+    budget = INFLATE_PROBE_BYTES  # over all chunks: a file of many small ones costs no more
+    while position + 8 <= len(data) and budget > 0:
+        length, kind = struct.unpack(">I4s", data[position : position + 8])
+        start, position = position + 8, position + length + 12  # length, type, data, CRC
+        if kind not in (b"iCCP", b"zTXt", b"iTXt"):
+            continue
+        keyword, _, rest = data[start : start + length].partition(b"\0")
+        if kind == b"iCCP":
+            what, compressed = "its embedded colour profile (ICC)", rest[1:]
+        elif kind == b"zTXt":
+            what, compressed = "a compressed text chunk", rest[1:]
+        elif kind == b"iTXt" and rest[:1] == b"\1":  # compression flag set
+            what, compressed = "a compressed text chunk", rest[2:].split(b"\0", 2)[-1]
+        else:
+            continue
+        cap = budget
+        size = _inflated_size(compressed, cap)
+        budget -= size
+        if size <= limit:
+            continue
+        unpacked = f"more than {_byte_count(cap)}" if size > cap else _byte_count(size)
+        if kind == b"iCCP":
+            return (f"{name}: {what} unpacks to {unpacked}; the limit is {_byte_count(limit)} (real profiles "
+                    f"take a few kB). Save the image again without its colour profile (or as sRGB) and retry.")
+        return (f"{name}: {what} ({keyword[:40].decode('latin-1')!r}) unpacks to {unpacked} from "
+                f"{_byte_count(len(compressed))}; the limit is {_byte_count(limit)}: a decompression bomb, or "
+                f"metadata far larger than a photo carries. Save the image again without its text metadata "
+                f"and retry.")
+    return None
+
+
+def _refused_decoding(exc: Exception, data: bytes | None, name: str, fallback: str) -> ImageError:
+    """The ImageError for an exception Pillow raised reading ``data``: what was wrong when we can
+    tell (oversized metadata), else ``fallback``."""
+    if isinstance(exc, ValueError) and data is not None:
+        if "Too much memory used in text chunks" in str(exc):
+            return ImageError(f"{name}: its text chunks hold more than "
+                              f"{_byte_count(PngImagePlugin.MAX_TEXT_MEMORY)}, the limit. Save the image "
+                              f"again without its text metadata and retry.")
+        problem = _png_metadata_problem(data, name)
+        if problem is not None:
+            return ImageError(problem)
+    return ImageError(f"{fallback} ({type(exc).__name__})")
+
+
+def _read(source: str | Path | bytes, max_bytes: int) -> tuple[bytes, str]:
     if isinstance(source, (bytes, bytearray)):
         data = bytes(source)
         name = "the upload"
@@ -61,6 +139,10 @@ def _open(source: str | Path | bytes, max_bytes: int) -> Image.Image:
         raise ImageError(f"{name}: the file is empty (0 bytes)")
     if len(data) > max_bytes:
         raise ImageError(f"{name}: the file is {len(data) / 1e6:.0f} MB; the limit is {max_bytes / 1e6:.0f} MB")
+    return data, name
+
+
+def _open(data: bytes, name: str) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -70,7 +152,7 @@ def _open(source: str | Path | bytes, max_bytes: int) -> Image.Image:
             raise ImageError(f"{name}: not an image, or a format we can't read (use PNG or JPEG)") from None
         raise ImageError(f"{name}: the image is far too large to decode safely") from None
     except Exception as exc:  # PIL raises a zoo of errors on hostile headers
-        raise ImageError(f"{name}: the file is truncated, corrupt or not an image ({type(exc).__name__})") from None
+        raise _refused_decoding(exc, data, name, f"{name}: the file is truncated, corrupt or not an image") from None
 
 
 def _to_8bit(image: Image.Image) -> Image.Image:
@@ -98,16 +180,23 @@ def load_image(
     *,
     max_pixels: int | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    max_aspect: float | None = MAX_ASPECT,
 ) -> Image.Image:
     """Decode a user's image into an upright 8-bit RGB or RGBA PIL image.
 
     Raises ImageError, with a message fit for the user, for non-images,
     empty, truncated or corrupt files, animated images, images under
-    4x4 pixels and images over ``max_pixels`` (default: SRGAN_MAX_PIXELS or
-    4 megapixels).
+    4x4 pixels, images over ``max_pixels`` (default: SRGAN_MAX_PIXELS or
+    4 megapixels), images whose longest side is over ``max_aspect`` times their
+    shortest, and PNGs whose metadata unpacks past Pillow's safety limits.
     """
     limit = default_max_pixels() if max_pixels is None else int(max_pixels)
-    image = source if isinstance(source, Image.Image) else _open(source, max_bytes)
+    data, file_name = None, "the image"
+    if isinstance(source, Image.Image):
+        image = source
+    else:
+        data, file_name = _read(source, max_bytes)
+        image = _open(data, file_name)
     name = "the image"
     if getattr(image, "n_frames", 1) > 1 and getattr(image, "is_animated", False):
         raise ImageError("animated images are not supported: save one frame as PNG or JPEG")
@@ -119,6 +208,13 @@ def load_image(
         )
     if min(width, height) < MIN_SIDE:
         raise ImageError(f"{name} is {width}x{height}; it must be at least {MIN_SIDE}x{MIN_SIDE} pixels")
+    if max_aspect is not None and max(width, height) > max_aspect * min(width, height):
+        ratio = max(width, height) / min(width, height)
+        times = f"{ratio:,.0f}" if ratio >= 100 else f"{ratio:.1f}"
+        raise ImageError(
+            f"{name} is {width}x{height}: its long side is {times} times its short side; the limit is "
+            f"{max_aspect:g} times (a panorama is about 4 to 10). Crop it into pieces closer to square first."
+        )
     try:
         image.load()
         image = ImageOps.exif_transpose(image)
@@ -126,8 +222,8 @@ def load_image(
         image.load()
     except ImageError:
         raise
-    except Exception as exc:  # truncated data, broken EXIF, decoder errors
-        raise ImageError(f"{name} is truncated or corrupt and can't be decoded ({type(exc).__name__})") from None
+    except Exception as exc:  # truncated data, broken EXIF, decoder errors, metadata after the pixels
+        raise _refused_decoding(exc, data, file_name, f"{name} is truncated or corrupt and can't be decoded") from None
     return image
 
 
