@@ -7,21 +7,29 @@ From HR photos: each is cropped to a multiple of 4, reduced 4x with our MATLAB-c
 bicubic (``srgan.inference.downscale``) and upscaled by each method; ``hr`` is the cropped
 original. Calibration examples come from separate photographs that are never rated
 (``--calibration-dir``, else scikit-image's; see ``add_calibration_images``). Stimuli are
-PNGs with random names (the name never reveals the method) in ``<app dir>/studies/<study>/``.
-Methods without trained weights are skipped with a note. Running again adds only what is missing.
+PNGs with random names (the name never reveals the method) in ``<app dir>/studies/<study>/``,
+every one in sRGB with no metadata, and stored uncompressed so that neither their bytes nor
+their size tell the method (see ``stimulus_png``). Methods without trained weights are skipped
+with a note. Running again adds only what is missing (stimuli made by an older version are kept
+as they are).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import secrets
+import struct
 import sys
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from PIL import Image as PILImage
+from PIL import ImageCms
 
 from survey import protocol, store
 from survey.db import default_app_dir, default_db_url, get_engine
@@ -42,6 +50,7 @@ CALIBRATION_PHOTOS = {
     **{name: (name, top, left) for name, (top, left) in EXAMPLE_PHOTOS.items()},
 }
 CALIBRATION_PREFIX = "calibration-"  # calibration images' names in the database
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass
@@ -69,12 +78,75 @@ def stimulus_path(app_dir: Path, study: str, file_name: str) -> Path:
     return path
 
 
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def stimulus_png(image: PILImage.Image) -> bytes:
+    """The image's pixels as a lossless 8-bit RGB PNG whose length depends on its width and
+    height alone: deflate's stored (uncompressed) blocks, filter type 0 on every row, and only
+    the IHDR, IDAT and IEND chunks (no profile, gamma, text or time).
+
+    A compressed PNG's size is how compressible the picture is, and that told the methods apart
+    (nearest-neighbour blocks compress best, the HR photograph least); padding a compressed
+    file to a common length would not hide it, as the IDAT chunk's own length still tells.
+    The cost is size: 3 bytes a pixel (197 KB for 256x256, 461 KB for 480x320).
+    """
+    pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    height, width, _ = pixels.shape
+    rows = np.zeros((height, 1 + 3 * width), dtype=np.uint8)  # each row: filter type 0, then RGB
+    rows[:, 1:] = pixels.reshape(height, 3 * width)
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
+    return (
+        PNG_SIGNATURE
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 0))
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
+def to_srgb(image: PILImage.Image) -> PILImage.Image:
+    """Plain RGB pixels in sRGB, with no metadata: an embedded colour profile is applied (a
+    browser would colour-manage a tagged stimulus unlike the untagged ones, and the profile
+    alone would tell which stimulus is the original). Raises ImageError for a profile that
+    cannot be applied."""
+    from srgan.images import ImageError
+
+    icc = image.info.get("icc_profile")
+    rgb = image.convert("RGB")
+    if icc:
+        try:
+            profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+            raise ImageError(
+                "its colour profile cannot be read: convert it to sRGB first, then run this again"
+            ) from None
+        space = profile.profile.xcolor_space.strip()
+        if space not in ("RGB", "GRAY"):
+            raise ImageError(
+                f"its colour profile is for {space} pixels, not RGB: convert it to sRGB first "
+                f"(e.g. in an image editor), then run this again"
+            )
+        # A grey photograph's pixels were decoded to RGB with its profile kept: apply it to grey.
+        source = rgb.convert("L") if space == "GRAY" else rgb
+        try:
+            rgb = ImageCms.profileToProfile(source, profile, SRGB, outputMode="RGB")
+        except (ImageCms.PyCMSError, OSError, ValueError) as error:
+            raise ImageError(
+                f"its colour profile cannot be applied ({error}): convert it to sRGB first, then run this again"
+            ) from None
+    return PILImage.frombytes("RGB", rgb.size, rgb.tobytes())  # a fresh image: nothing in .info
+
+
 def _save_png(image: PILImage.Image, folder: Path) -> str:
     """Write atomically under a fresh random name; return the name."""
     folder.mkdir(parents=True, exist_ok=True)
     name = secrets.token_hex(16) + ".png"
     tmp = folder / (name + ".tmp")
-    image.save(tmp, format="PNG")
+    tmp.write_bytes(stimulus_png(image))
     os.replace(tmp, folder / name)
     return name
 
@@ -87,7 +159,7 @@ def _needs_file(engine, app_dir: Path, study: str, image: str, method: str) -> b
 def _add(
     engine, app_dir: Path, study: str, image_name: str, method: str, picture: PILImage.Image, *, calibration: bool = False
 ) -> None:
-    file_name = _save_png(picture.convert("RGB"), study_dir(app_dir, study))
+    file_name = _save_png(to_srgb(picture), study_dir(app_dir, study))
     store.register_stimulus(
         engine, study, image=image_name, method=method, file_name=file_name, width=picture.width, height=picture.height,
         calibration=calibration,
@@ -149,10 +221,11 @@ def prepare_from_hr(
             continue
         try:
             hr = source if isinstance(source, PILImage.Image) else load_image(source)
+            hr = to_srgb(hr)  # before the downscale: every method starts from the sRGB pixels
         except ImageError as error:
             report.notes.append(f"Skipped image {image_name!r}: {error}")
             continue
-        hr = crop_to_multiple(hr.convert("RGB"), 4)
+        hr = crop_to_multiple(hr, 4)
         lr = downscale(hr)
         for method in missing:
             picture = hr if method == "hr" else upscaler.upscale(lr, method)
@@ -217,11 +290,11 @@ def add_calibration_images(
         if name in rated or not todo or (image_name not in have and image_name in rated):
             continue
         try:
-            hr = load_image(source) if isinstance(source, Path) else source()
+            hr = to_srgb(load_image(source) if isinstance(source, Path) else source())
         except ImageError as error:
             report.notes.append(f"Skipped calibration image {name!r}: {error}")
             continue
-        hr = crop_to_multiple(hr.convert("RGB"), 4)
+        hr = crop_to_multiple(hr, 4)
         pictures = {protocol.CALIBRATION_LOW: upscaler.upscale(downscale(hr), "nearest"), protocol.CALIBRATION_HIGH: hr}
         for method in todo:
             _add(engine, app_dir, study, image_name, method, pictures[method], calibration=True)
@@ -289,7 +362,7 @@ def prepare_from_outputs(
                 report.kept += 1
                 continue
             try:
-                picture = load_image(path)
+                picture = to_srgb(load_image(path))
             except ImageError as error:
                 report.notes.append(f"Skipped {path}: {error}")
                 continue

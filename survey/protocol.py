@@ -175,16 +175,23 @@ def plan_session(
     per_rater: int | None,
     repeats: int,
     calibration_images: int,
+    assigned: list[StimulusKey] | None = None,
 ) -> list[PlannedItem]:
     """The whole sequence one rater sees: calibration examples (from ``calibration_stimuli``, the
     calibration-only images' stimuli, never among ``stimuli``), then the rated items with their
-    hidden duplicates. The same arguments always give the same plan."""
+    hidden duplicates. The same arguments always give the same plan.
+
+    ``assigned``: the stimuli to rate when they are not the slot's window: the unrated remainder
+    of an abandoned session, handed to this rater (see ``survey.store``)."""
     rated_images = {key[1] for key in stimuli}
     if any(key[1] in rated_images for key in calibration_stimuli):
         raise ValueError("a calibration image is among the rated images")
     rng = random.Random(seed)
     calibration = calibration_plan(list(calibration_stimuli), images=calibration_images, rng=rng)
-    assigned = assign_stimuli(stimuli, slot=slot, per_rater=per_rater)
+    if assigned is None:
+        assigned = assign_stimuli(stimuli, slot=slot, per_rater=per_rater)
+    else:  # a fixed order in, so the plan depends on the seed alone
+        assigned = sorted(assigned, key=lambda k: (k[1], k[2], k[0]))
     order = order_without_repeats(assigned, rng=rng)
     rated = [
         PlannedItem(key[0], key[1], is_repeat=is_repeat)

@@ -4,16 +4,25 @@ Callers pass an engine (``survey.db.get_engine(url)``). Problems a rater or orga
 raise ``StudyError`` with a message fit to show them; database failures propagate as
 SQLAlchemy errors so the UI can say "not saved, please retry" (``NextItemError`` when the
 rating was saved and only fetching the next item failed).
+
+Abandoned sessions: in a study with a balanced subset per rater, a session idle for
+``idle_limit()`` (SURVEY_ABANDON_MINUTES, default 30) with stimuli still unrated gives its slot
+to the next rater who joins, who rates exactly that unrated remainder; so joins that never rate,
+or stop early, do not leave holes in the balanced assignment. The session keeps its ratings and
+takes no more: if its rater comes back they find it finished.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import os
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -35,10 +44,21 @@ RATER_CODE = re.compile(r"[A-Za-z0-9_-]{22,64}")
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 SCORE_LABELS = {1: "Bad", 2: "Poor", 3: "Fair", 4: "Good", 5: "Excellent"}
 MAX_ID = 2**31 - 1  # ids are INTEGER columns (32-bit on PostgreSQL): larger numbers name nothing
+DEFAULT_ABANDON_MINUTES = 30.0
+HANDED_ON = (
+    "You were away for a long while, so the images left in your session went to another rater. "
+    "Your ratings so far are saved; thank you for taking part!"
+)
+
+log = logging.getLogger(__name__)
 
 
 class StudyError(ValueError):
     """A clear, user-facing problem (unknown code, bad score, stale submission, ...)."""
+
+
+class _SlotChanged(RuntimeError):
+    """An abandoned session came back (or was taken) while a join was claiming its slot: retry."""
 
 
 class NextItemError(RuntimeError):
@@ -88,6 +108,21 @@ def parse_score(score: object) -> int:
     if not 1 <= value <= 5:
         raise StudyError(f"A score must be from 1 to 5, not {value}.")
     return value
+
+
+def idle_limit() -> timedelta:
+    """How long a session may sit idle, stimuli unrated, before its slot goes to the next rater
+    who joins: SURVEY_ABANDON_MINUTES (default 30; 0: at the next join)."""
+    text = os.environ.get("SURVEY_ABANDON_MINUTES", "").strip()
+    try:
+        minutes = float(text) if text else DEFAULT_ABANDON_MINUTES
+    except ValueError:
+        minutes = math.nan
+    if not (math.isfinite(minutes) and 0 <= minutes <= 60 * 24 * 365):
+        log.warning("SURVEY_ABANDON_MINUTES=%r is not a number of minutes from 0 to 525600; using %g",
+                    text, DEFAULT_ABANDON_MINUTES)
+        minutes = DEFAULT_ABANDON_MINUTES
+    return timedelta(minutes=minutes)
 
 
 def parse_presentation_id(value: object) -> int:
@@ -223,6 +258,12 @@ def study_summary(engine: Engine, study: str) -> dict:
             "calibration_images": study_row.calibration_images,
             "calibration_images_ready": n_calibration,
             "sessions": session.scalar(select(func.count(RatingSession.id)).where(RatingSession.study_id == sid)),
+            # Abandoned sessions whose unrated stimuli went to a later rater (imported ones aside).
+            "sessions_handed_on": session.scalar(
+                select(func.count(RatingSession.id))
+                .join(Rater, RatingSession.rater_id == Rater.id)
+                .where(RatingSession.study_id == sid, RatingSession.slot.is_(None), Rater.code.is_not(None))
+            ),
             "ratings": session.scalar(
                 select(func.count(Rating.id))
                 .join(Presentation, Rating.presentation_id == Presentation.id)
@@ -307,8 +348,94 @@ def _eligible_stimuli(
     return rated, calibration
 
 
-def _create_session(engine: Engine, rater_id: int, study_id: int) -> None:
-    """Plan and store a rater's whole sequence; safe against concurrent joins."""
+def _handed_on(rating_session: RatingSession) -> bool:
+    """Abandoned, its slot given to another rater (live sessions always hold a slot; imported
+    ones have none, but no rater code reaches them)."""
+    return rating_session.slot is None
+
+
+def _unrated_remainder(session: Session, session_id: int) -> list[int]:
+    """The stimuli a session was given to rate and has not rated (hidden duplicates aside)."""
+    return list(session.scalars(
+        select(Presentation.stimulus_id)
+        .outerjoin(Rating, Rating.presentation_id == Presentation.id)
+        .where(
+            Presentation.session_id == session_id,
+            Presentation.is_calibration.is_(False),
+            Presentation.is_repeat.is_(False),
+            Rating.id.is_(None),
+        )
+        .order_by(Presentation.stimulus_id)
+    ))
+
+
+def _last_active(session: Session, session_id: int) -> datetime:
+    """When the session last did anything: joined, was shown an item, or moved past an example
+    (every rating is followed by showing the next item)."""
+    created, shown, acknowledged = session.execute(
+        select(RatingSession.created_at, func.max(Presentation.shown_at), func.max(Presentation.acknowledged_at))
+        .outerjoin(Presentation, Presentation.session_id == RatingSession.id)
+        .where(RatingSession.id == session_id)
+        .group_by(RatingSession.id, RatingSession.created_at)
+    ).one()
+    return max(t for t in (created, shown, acknowledged) if t is not None)
+
+
+def _take_abandoned_slot(
+    session: Session, study_id: int, stimuli: list[protocol.StimulusKey], *, idle: timedelta
+) -> tuple[int, list[protocol.StimulusKey]] | None:
+    """Claim the slot of the first session idle for ``idle`` with stimuli unrated: returns the
+    slot and that unrated remainder (what the joining rater will rate), or None.
+
+    The claim moves the slot off the abandoned session (UNIQUE(study, slot) then lets only one
+    joiner have it), and is checked again once this transaction holds the row: a session that
+    came back in between is left alone.
+    """
+    cutoff = utc_now() - idle
+    unrated = (Presentation.is_calibration.is_(False)) & (Presentation.is_repeat.is_(False)) & Rating.id.is_(None)
+    candidates = session.execute(
+        select(
+            RatingSession.id,
+            RatingSession.slot,
+            RatingSession.created_at,
+            func.max(Presentation.shown_at),
+            func.max(Presentation.acknowledged_at),
+            func.count(Presentation.id).filter(unrated),
+        )
+        .join(Presentation, Presentation.session_id == RatingSession.id)
+        .outerjoin(Rating, Rating.presentation_id == Presentation.id)
+        .where(RatingSession.study_id == study_id, RatingSession.slot.is_not(None))
+        .group_by(RatingSession.id, RatingSession.slot, RatingSession.created_at)
+        .order_by(RatingSession.slot)
+    ).all()
+    by_id = {key[0]: key for key in stimuli}
+    for session_id, slot, created, shown, acknowledged, n_unrated in candidates:
+        if n_unrated == 0 or max(t for t in (created, shown, acknowledged) if t is not None) > cutoff:
+            continue
+        remainder = _unrated_remainder(session, session_id)
+        if not any(stimulus_id in by_id for stimulus_id in remainder):
+            continue  # nothing of it can be shown any more (files gone): nothing to hand on
+        claimed = session.execute(
+            update(RatingSession)
+            .where(RatingSession.id == session_id, RatingSession.slot == slot)
+            .values(slot=None)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if claimed != 1:
+            raise _SlotChanged()  # another joiner took it first
+        # Now that this transaction holds the row, look again: the rater may have just come back.
+        if _last_active(session, session_id) > cutoff or _unrated_remainder(session, session_id) != remainder:
+            raise _SlotChanged()
+        return slot, [by_id[stimulus_id] for stimulus_id in remainder if stimulus_id in by_id]
+    return None
+
+
+def _create_session(engine: Engine, rater_id: int, study_id: int, *, idle: timedelta) -> None:
+    """Plan and store a rater's whole sequence; safe against concurrent joins.
+
+    In a study with a balanced subset per rater, the rater takes over the slot of a session
+    abandoned for ``idle`` (rating its unrated remainder) when there is one, else the next slot.
+    """
     for _ in range(50):
         try:
             with Session(engine) as session, session.begin():
@@ -320,9 +447,17 @@ def _create_session(engine: Engine, rater_id: int, study_id: int) -> None:
                 stimuli, calibration_stimuli = _eligible_stimuli(session, study_id)
                 if not stimuli:
                     raise StudyError("This study has no images yet; please come back later.")
-                slot = session.scalar(
-                    select(func.coalesce(func.max(RatingSession.slot) + 1, 0)).where(RatingSession.study_id == study_id)
-                )
+                taken = None
+                if study.per_rater is not None and study.per_rater < len(stimuli):
+                    # (When every rater rates everything, an abandoned join leaves no hole.)
+                    taken = _take_abandoned_slot(session, study_id, stimuli, idle=idle)
+                if taken is not None:
+                    slot, assigned = taken
+                else:
+                    slot, assigned = session.scalar(
+                        select(func.coalesce(func.max(RatingSession.slot) + 1, 0))
+                        .where(RatingSession.study_id == study_id)
+                    ), None
                 seed = secrets.randbits(31)
                 rating_session = RatingSession(
                     rater_id=rater_id, study_id=study_id, seed=seed, slot=slot, label="S" + secrets.token_hex(5)
@@ -337,6 +472,7 @@ def _create_session(engine: Engine, rater_id: int, study_id: int) -> None:
                     per_rater=study.per_rater,
                     repeats=study.repeats,
                     calibration_images=study.calibration_images,
+                    assigned=assigned,
                 )
                 session.add_all(
                     Presentation(
@@ -350,7 +486,7 @@ def _create_session(engine: Engine, rater_id: int, study_id: int) -> None:
                     for position, item in enumerate(plan)
                 )
             return
-        except IntegrityError:
+        except (IntegrityError, _SlotChanged):
             continue  # another rater took this slot (or this rater joined twice): look again
     raise StudyError("The study is very busy right now; please retry in a moment.")
 
@@ -382,7 +518,8 @@ def _current_presentation(session: Session, session_id: int) -> Presentation | N
 
 
 def _item(session: Session, rater: Rater, rating_session: RatingSession, study: Study, *, mark_shown: bool) -> Item:
-    current = _current_presentation(session, rating_session.id)
+    # A session whose slot went to another rater takes no more ratings: it is finished.
+    current = None if _handed_on(rating_session) else _current_presentation(session, rating_session.id)
     counts = session.execute(
         select(
             func.count(Presentation.id).filter(Presentation.is_calibration.is_(False)),
@@ -406,20 +543,23 @@ def _item(session: Session, rater: Rater, rating_session: RatingSession, study: 
         width=stimulus.width if stimulus is not None else None,
         height=stimulus.height if stimulus is not None else None,
         rated=counts[1],
-        total=counts[0],
+        total=counts[1] if _handed_on(rating_session) else counts[0],
         calibration_seen=counts[3],
         calibration_total=counts[2],
     )
 
 
-def join_study(engine: Engine, code: str, study: str) -> Item:
-    """Start (first time) or resume a rater's session; returns the item to show now."""
+def join_study(engine: Engine, code: str, study: str, *, idle: timedelta | None = None) -> Item:
+    """Start (first time) or resume a rater's session; returns the item to show now.
+
+    ``idle``: how long a session must sit idle before a new rater takes over its unrated
+    stimuli (default ``idle_limit()``)."""
     code = check_rater_code(code)
     with Session(engine) as session:
         rater = _rater(session, code)
         study_row = _study(session, study)
         rater_id, study_id = rater.id, study_row.id
-    _create_session(engine, rater_id, study_id)
+    _create_session(engine, rater_id, study_id, idle=idle_limit() if idle is None else idle)
     return next_item(engine, code, study)
 
 
@@ -499,6 +639,8 @@ def _store_rating(session: Session, code: str, study: str, pid: int, score: int)
     status = _existing_rating_status(session, pid, score)
     if status is not None:
         return status
+    if _handed_on(rating_session):
+        raise StudyError(HANDED_ON)
     current = _current_presentation(session, rating_session.id)
     if current is None or current.id != pid or presentation.shown_at is None:
         raise StudyError("This image is not the one to rate now (an old or replayed page?); please reload.")
@@ -514,6 +656,11 @@ def _store_rating(session: Session, code: str, study: str, pid: int, score: int)
         )
     )
     session.flush()  # surface a constraint violation here, inside the transaction
+    # Look again holding the session's row (PostgreSQL) or the database's write lock (SQLite):
+    # a join may have handed this session's slot on since it was read.
+    slot = session.scalar(select(RatingSession.slot).where(RatingSession.id == rating_session.id).with_for_update())
+    if slot is None:
+        raise StudyError(HANDED_ON)
     return "saved"
 
 
