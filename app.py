@@ -4,7 +4,9 @@
 
 Every option also reads an environment variable (SRGAN_HOST, SRGAN_PORT,
 SRGAN_SHARE, SRGAN_DEVICE, SRGAN_PRECISION, SRGAN_MAX_PIXELS, SRGAN_MAX_UPLOAD_MB, SURVEY_DB_URL,
-SURVEY_STUDY, SRGAN_APP_DIR, SRGAN_ADMIN_TOKEN, SRGAN_LOCAL_DEMO, SRGAN_CONCURRENCY);
+SURVEY_STUDY, SRGAN_APP_DIR, SRGAN_ADMIN_TOKEN, SRGAN_LOCAL_DEMO, SRGAN_CONCURRENCY, SURVEY_JOIN_KEY,
+SURVEY_JOINS_PER_HOUR, SURVEY_MIN_RATING_MS; the cache's SRGAN_CACHE_MB and SRGAN_CACHE_MINUTES are
+environment only);
 options win over the environment. ``--study NAME`` picks the study the MOS tab serves
 (made with ``python -m survey.prepare``); send raters ``http://HOST:PORT/?study``: that
 link and their own ``?rater=CODE`` links open on the study tab (``python -m survey``
@@ -22,7 +24,6 @@ import os
 import secrets
 import socket
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 
+from starlette.middleware import Middleware  # noqa: E402
+
+from survey.admission import BodySizeLimit, limit_queue  # noqa: E402
 from demo.compare import LABELS  # noqa: E402
 from demo.ui import CSS, build_demo_tab  # noqa: E402
 from srgan.images import DEFAULT_MAX_BYTES, default_max_pixels  # noqa: E402
@@ -39,7 +43,8 @@ from srgan.weights import METHOD_WEIGHTS, is_available, missing_line  # noqa: E4
 from survey.admin_tab import build_results_tab  # noqa: E402
 from survey.db import default_app_dir  # noqa: E402
 from survey.prepare import DEFAULT_STUDY, ensure_default_study  # noqa: E402
-from survey.study_tab import build_study_tab  # noqa: E402
+from survey.study_tab import CONCURRENCY as STUDY_CONCURRENCY  # noqa: E402
+from survey.study_tab import add_limit_arguments, build_study_tab, limit_options  # noqa: E402
 
 TITLE = "SRGAN: photo-realistic 4x super-resolution"
 # Gradio refuses larger uploads before writing them; srgan.images refuses them anyway.
@@ -62,6 +67,8 @@ class AppConfig:
     study: str = "examples"  # the study the MOS tab serves; "examples" is made on first start
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB  # Gradio refuses larger uploads before saving them
     local_demo: bool = False  # the admin token was made up for this run (printed at start)
+    # The study's defences against stuffing: join_key, joins_per_hour, min_rating_ms (survey.study_tab).
+    study_limits: dict = field(default_factory=dict)
 
     @property
     def study_db_url(self) -> str:
@@ -71,13 +78,15 @@ class AppConfig:
 def _build_study_tab(config: AppConfig) -> None:
     if config.study == DEFAULT_STUDY:
         ensure_default_study(db_url=config.study_db_url, app_dir=config.app_dir)
-    build_study_tab(db_url=config.study_db_url, app_dir=config.app_dir, study=config.study)
+    build_study_tab(db_url=config.study_db_url, app_dir=config.app_dir, study=config.study, **config.study_limits)
 
 
 def _build_results_tab(config: AppConfig) -> None:
-    # Reports go to a private temporary folder: Gradio copies what the tab shows into its
-    # cache, and the folder is never among the paths the server serves.
-    out_dir = Path(tempfile.mkdtemp(prefix="srgan-results-"))
+    # Reports go to a private temporary folder, removed at exit: Gradio copies what the tab
+    # shows into its cache, and the folder is never among the paths the server serves.
+    from survey.cleanup import private_report_dir
+
+    out_dir = private_report_dir()
     build_results_tab(db_url=config.study_db_url, admin_token=config.admin_token, out_dir=out_dir)
 
 
@@ -97,7 +106,11 @@ def build_app(config: AppConfig) -> gr.Blocks:
                 _build_results_tab(config)
         # Off the queue: a page opening must not wait behind the demo's comparisons.
         app.load(landing_tab, outputs=tabs, queue=False, api_visibility="private")
-    app.queue(default_concurrency_limit=config.concurrency, max_size=64)
+    # api_open=False: the REST route /run/<name> would run queued events around the queue.
+    app.queue(default_concurrency_limit=config.concurrency, api_open=False)
+    # The study and the demo each get their own bound, one client a fair share of the demo:
+    # a flood of comparisons must never lock raters out (survey.admission).
+    limit_queue(app, study_concurrency_id=STUDY_CONCURRENCY)
     return app
 
 
@@ -111,15 +124,20 @@ def missing_weights_warnings() -> list[str]:
 
 
 def landing_tab(request: gr.Request):
-    """Rater links (``?rater=CODE``) and study invitations (``?study``) open on the MOS study."""
+    """Rater links (``?rater=CODE``) and study invitations (``?study``, ``?key=KEY``) open on the MOS study."""
     params = request.query_params if request is not None else {}
-    if "rater" in params or "study" in params:
+    if "rater" in params or "study" in params or "key" in params:
         return gr.Tabs(selected="study")
     return gr.skip()
 
 
 def launch(app: gr.Blocks, config: AppConfig, *, block: bool = True) -> str:
-    """Start the server; return its local URL."""
+    """Start the server; return its local URL. Blocking, it returns once stopped (Ctrl-C,
+    SIGTERM), with the database checkpointed (the .sqlite file alone holds every rating)."""
+    from survey import cleanup
+
+    housekeeping = cleanup.Housekeeping(app, cache_dir=Path(gr.utils.get_upload_folder()),
+                                        policy=cleanup.CachePolicy.from_env())
     app.launch(
         server_name=config.host,
         server_port=config.port,
@@ -129,11 +147,19 @@ def launch(app: gr.Blocks, config: AppConfig, *, block: bool = True) -> str:
         allowed_paths=[str(config.app_dir / "examples"), str(config.app_dir / "demo_outputs")],
         blocked_paths=_private_paths(config),
         max_file_size=int(config.max_upload_mb * 1024 * 1024),
-        show_error=True,
+        # Any body (a data: URL in an API call too) is bounded: an upload, base64's third and a margin.
+        # OneShotDownloads: the admin's ratings CSV is deleted once downloaded (survey.cleanup).
+        app_kwargs={"middleware": [Middleware(BodySizeLimit, max_bytes=max_body_bytes(config.max_upload_mb)),
+                                   Middleware(cleanup.OneShotDownloads)]},
+        # Our handlers raise gr.Error with a message that says what to do; anything else is a
+        # bug or a malformed call, and its raw text would show the server's internals.
+        show_error=False,
+        enable_monitoring=False,  # /monitoring would print its secret dashboard link to the log
         css=CSS,
         prevent_thread_lock=True,
         quiet=True,
     )
+    housekeeping.start()
     url = app.local_url or f"http://{config.host}:{config.port}/"
     print(f"SRGAN app running at {url}", flush=True)
     if config.local_demo:
@@ -141,8 +167,17 @@ def launch(app: gr.Blocks, config: AppConfig, *, block: bool = True) -> str:
     if app.share_url:
         print(f"Public share link: {app.share_url}", flush=True)
     if block:
-        app.block_thread()
+        cleanup.stop_on_sigterm()
+        try:
+            app.block_thread()
+        finally:
+            housekeeping.stop()
     return url
+
+
+def max_body_bytes(max_upload_mb: float) -> int:
+    """The largest request body: an upload at the limit, as base64 (4/3) inside JSON, plus 1 MiB."""
+    return int(max_upload_mb * 2**20 * 4 / 3) + 2**20
 
 
 def _private_paths(config: AppConfig) -> list[str]:
@@ -197,7 +232,9 @@ def parse_args(argv: list[str] | None) -> AppConfig:
     parser.add_argument("--local-demo", action="store_true", default=_env_flag("SRGAN_LOCAL_DEMO"),
                         help="without an admin token, make a random one and print it (SRGAN_LOCAL_DEMO; "
                         "loopback host only)")
+    add_limit_arguments(parser)  # --join-key, --joins-per-hour, --min-rating-ms
     args = parser.parse_args(argv)
+    study_limits = limit_options(parser, args)
     token = args.admin_token or None
     if token is not None and len(token) < MIN_ADMIN_TOKEN:
         parser.error(f"--admin-token / SRGAN_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN} characters "
@@ -243,6 +280,7 @@ def parse_args(argv: list[str] | None) -> AppConfig:
         study=args.study,
         max_upload_mb=args.max_upload_mb,
         local_demo=args.local_demo and token != args.admin_token,
+        study_limits=study_limits,
     )
 
 
@@ -260,18 +298,29 @@ def _check_study_exists(config: AppConfig) -> None:
 def main(argv: list[str] | None = None) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from survey.db import SchemaVersionError, display_url
+    from survey.cleanup import CachePolicy, use_app_cache
+    from survey.db import DatabaseCheckError, SchemaVersionError, check_database, display_url
 
     config = parse_args(argv)
     try:
+        CachePolicy.from_env()  # SRGAN_CACHE_MB, SRGAN_CACHE_MINUTES
+    except ValueError as error:
+        sys.exit(f"error: {error}")
+    try:
+        # Before anything is written: a missing, emptied or damaged database is refused, not replaced.
+        check_database(config.study_db_url, config.app_dir)
         _check_study_exists(config)
+        use_app_cache(config.app_dir)  # before the components are made: each notes the cache folder
         app = build_app(config)
-    except SchemaVersionError as error:
+    except (DatabaseCheckError, SchemaVersionError) as error:
         sys.exit(f"error: {error}")
     except SQLAlchemyError as error:  # unreachable server, bad URL: one line, not a traceback
         sys.exit(f"error: the study database {display_url(config.study_db_url)} failed: {error}")
     for line in missing_weights_warnings():
         print(line, file=sys.stderr, flush=True)
+    if config.study_limits.get("join_key"):
+        print(f"Invitation-only study: send new raters http://{config.host}:{config.port}/?study&key=<the join key>",
+              flush=True)
     precision = resolve_precision(config.precision, parse_device(config.device))
     print(f"Networks run on {config.device} in {precision}" + (" (--precision fp32 for full precision)"
           if precision != "fp32" else ""), flush=True)

@@ -88,7 +88,12 @@ def png_file(image: Image.Image, folder: Path, name: str) -> str:
     key = hashlib.sha256(f"{image.mode} {image.size}".encode() + image.tobytes()).hexdigest()[:32]
     path = folder / key / f"{name}.png"
     if path.exists():
-        return str(path)
+        # Handed out again: young again for the cache's pruning by age (survey.cleanup).
+        try:
+            os.utime(path)
+            return str(path)
+        except FileNotFoundError:  # pruned just now: write it again
+            pass
     path.parent.mkdir(parents=True, exist_ok=True)
     twin = next((p for p in path.parent.glob("*.png") if not p.name.startswith(".")), None)
     if twin is not None:

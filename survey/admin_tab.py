@@ -3,7 +3,8 @@
 Call ``build_results_tab`` inside ``with gr.Tab("Results"):`` within a ``gr.Blocks``. Without a
 token (env SRGAN_ADMIN_TOKEN) the tab only says how to enable it. With one, "Refresh report"
 runs ``survey.report`` on the database and shows the summary table, the figures, the Markdown
-report and a download of the ratings CSV. The same function is the named API endpoint
+report and a download of the ratings CSV (deleted from the server once downloaded: refresh
+to download it again). The same function is the named API endpoint
 ``results_report`` (inputs: token, study, screening), which also checks the token.
 """
 
@@ -19,6 +20,7 @@ import gradio as gr
 import pandas as pd
 
 from survey import report, stats
+from survey.cleanup import ONE_SHOT
 from survey.export import write_ratings_csv
 
 log = logging.getLogger(__name__)
@@ -123,13 +125,18 @@ def build_results_tab(*, db_url: str, admin_token: str | None, out_dir: Path) ->
                            elem_id="results-summary")
     figures = gr.Gallery(label="Figures", columns=2, height=520, object_fit="contain",
                          elem_id="results-figures")
-    ratings_csv = gr.File(label="Ratings CSV", interactive=False, elem_id="results-csv")
+    ratings_csv = gr.File(label="Ratings CSV (downloads once; Refresh for another copy)", interactive=False,
+                          elem_id="results-csv")
     full_report = gr.Markdown(elem_id="results-report")
 
     def run(token_value: str, study_value: str | None, screening_value: bool):
         view = make_results(db_url=db_url, admin_token=admin_token, out_dir=out_dir,
                             token=token_value, study=study_value, screening=bool(screening_value))
-        return view.message, view.summary, view.figures, view.ratings_csv, view.markdown
+        # The ratings leave the private report folder as a copy that is deleted once downloaded
+        # (by the app's OneShotDownloads): Gradio would otherwise keep a copy in its cache,
+        # served to anyone with the address, without the token.
+        csv = view.ratings_csv and str(ONE_SHOT.add(Path(view.ratings_csv), Path(ratings_csv.GRADIO_CACHE)))
+        return view.message, view.summary, view.figures, csv, view.markdown
 
     refresh.click(run, [token, study, screening],
                   [message, summary, figures, ratings_csv, full_report],

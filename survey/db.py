@@ -15,6 +15,7 @@ via ``postgresql+psycopg://``). A ``schema_info`` row records the schema version
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,6 +38,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+from sqlalchemy.pool import NullPool
 
 SCHEMA_VERSION = 2  # 2: images.calibration
 LOCK_TIMEOUT_MS = 5000  # how long a write waits for another connection's lock before failing
@@ -152,7 +154,9 @@ class RatingSession(Base):
     rater_id: Mapped[int] = mapped_column(ForeignKey("raters.id", ondelete="CASCADE"))
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
     label: Mapped[str] = mapped_column(String(64))
-    # The seed of this rater's order, and the rater's slot in the balanced assignment.
+    # The seed of this rater's order, and the rater's slot in the balanced assignment. None for
+    # imported sessions, and for a session abandoned with stimuli unrated whose slot went to a
+    # later rater (who rates that remainder): such a session keeps its ratings and takes no more.
     seed: Mapped[int] = mapped_column(Integer)
     slot: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utc_now)
@@ -290,10 +294,7 @@ def ensure_schema(engine: Engine) -> None:
         if info is None:
             session.add(SchemaInfo(id=1, version=SCHEMA_VERSION))
         elif info.version > SCHEMA_VERSION:
-            raise SchemaVersionError(
-                f"The study database has schema version {info.version}, newer than this app's "
-                f"version {SCHEMA_VERSION}; upgrade the app (or use another database)."
-            )
+            raise SchemaVersionError(_newer_schema_message(info.version))
     _migrate(engine)
 
 
@@ -316,3 +317,158 @@ def dispose_engine(db_url: str) -> None:
         engine = _engines.pop(db_url, None)
     if engine is not None:
         engine.dispose()
+
+
+def close_engines() -> None:
+    """Close every engine of the process; a SQLite file is checkpointed first, so that the
+    database file alone holds every rating (a stopped app must not leave them in the -wal file)."""
+    with _engines_lock:
+        engines = list(_engines.items())
+        _engines.clear()
+    for db_url, engine in engines:
+        engine.dispose()
+        path = sqlite_path(db_url)
+        if path is not None and path.exists():
+            checkpoint_sqlite(path)
+
+
+def checkpoint_sqlite(path: Path) -> None:
+    """Copy the write-ahead log into the database file and empty it; closing the last
+    connection then removes the -wal file."""
+    connection = sqlite3.connect(path, timeout=LOCK_TIMEOUT_MS / 1000)
+    try:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        connection.close()
+
+
+# ---------------------------------------------------------------- the check at start
+
+
+class DatabaseCheckError(RuntimeError):
+    """Starting on this database would lose ratings or serve a damaged file; the message says
+    what is wrong and what to do."""
+
+
+def sqlite_path(db_url: str) -> Path | None:
+    """The file of a SQLite URL; None for another database or SQLite in memory."""
+    url = make_url(db_url)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database)
+
+
+def stimulus_folders(app_dir: Path) -> dict[str, int]:
+    """``studies/<name>/`` folders of the app folder that hold stimulus files: name -> count."""
+    folders = {}
+    root = Path(app_dir) / "studies"
+    if root.is_dir():
+        for folder in sorted(root.iterdir()):
+            count = sum(1 for _ in folder.glob("*.png")) if folder.is_dir() else 0
+            if count:
+                folders[folder.name] = count
+    return folders
+
+
+def check_database(db_url: str, app_dir: Path) -> None:
+    """Refuse, before anything is written, a database the app must not start on.
+
+    SQLite: a missing or empty file while the app folder holds stimuli (a new database would
+    silently replace the ratings), a file SQLite's integrity_check finds damaged, or not a database
+    at all. Any database: a schema newer than this app, or study folders with stimuli whose
+    study the database lacks (not the database they were made with). Raises
+    DatabaseCheckError (SchemaVersionError for a newer schema); reads only.
+    """
+    folders = stimulus_folders(app_dir)
+    path = sqlite_path(db_url)
+    if path is not None:
+        if not path.exists() or path.stat().st_size == 0:
+            if folders:
+                state = "missing" if not path.exists() else "empty (0 bytes)"
+                raise DatabaseCheckError(
+                    f"The study database {path} is {state}, but {Path(app_dir) / 'studies'} holds the stimuli "
+                    f"of {_names(folders)}: starting would begin a new, empty database and lose every rating "
+                    f"and rater link. Restore the database from a backup (stop the app, delete {path.name}-wal "
+                    f"and {path.name}-shm if they are there, copy the backup to {path}), or, to start afresh "
+                    f"on purpose, move {Path(app_dir) / 'studies'} away first."
+                )
+            return
+        version, studies = _read_sqlite(path)
+    else:
+        version, studies = _read_database(db_url)
+    if version is not None and version > SCHEMA_VERSION:
+        raise SchemaVersionError(_newer_schema_message(version))
+    orphans = {name: count for name, count in folders.items() if name not in studies}
+    if orphans:
+        where = Path(app_dir) / "studies"
+        raise DatabaseCheckError(
+            f"The study database {display_url(db_url)} has no study {_names(orphans, studies=False)}, but "
+            f"{where} holds {'its' if len(orphans) == 1 else 'their'} stimuli: it is not the database "
+            f"{'that study was' if len(orphans) == 1 else 'those studies were'} made with (an older backup, or "
+            f"another --db-url?), and {'its' if len(orphans) == 1 else 'their'} ratings are not in it. Start "
+            f"with the right database (--db-url, SURVEY_DB_URL), restore it from a backup, or move "
+            f"{', '.join(str(where / name) for name in orphans)} out of {where} to go on without "
+            f"{'it' if len(orphans) == 1 else 'them'}."
+        )
+
+
+def _names(folders: dict[str, int], *, studies: bool = True) -> str:
+    listed = ", ".join(f"{name!r} ({count} files)" for name, count in folders.items())
+    return f"{len(folders)} stud{'y' if len(folders) == 1 else 'ies'}: {listed}" if studies else listed
+
+
+def one_line(problems: list[str], limit: int = 200) -> str:
+    """SQLite's integrity_check lines (some of them several lines long) as one short line."""
+    text = " ".join("; ".join(problems).split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _newer_schema_message(version: int) -> str:
+    return (f"The study database has schema version {version}, newer than this app's "
+            f"version {SCHEMA_VERSION}; upgrade the app (or use another database).")
+
+
+def _read_sqlite(path: Path) -> tuple[int | None, set[str]]:
+    """(schema version, study names) of a SQLite file after SQLite's integrity_check, opened read-only."""
+    damaged = (f"Nothing was changed. Stop here and restore the database from a backup (`python -m survey.export "
+               f"backup` makes one), or rescue what is readable with `sqlite3 {path} .recover | sqlite3 "
+               f"rescued.sqlite` and start with --db-url sqlite:///rescued.sqlite.")
+    try:
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=LOCK_TIMEOUT_MS / 1000)
+    except sqlite3.Error as error:
+        raise DatabaseCheckError(f"The study database {path} cannot be opened ({error}).") from None
+    try:
+        # integrity_check, not quick_check: it also finds indexes that disagree with their
+        # tables (the UNIQUE ones keep a rating from counting twice), and takes 0.15 s on a
+        # database of 100,000 ratings (quick_check 0.06 s; scripts/bench_db_check.py).
+        problems = [row[0] for row in connection.execute("PRAGMA integrity_check(5)")]
+        if problems != ["ok"]:
+            raise DatabaseCheckError(f"The study database {path} is damaged (SQLite's integrity_check: "
+                                     f"{one_line(problems)}). {damaged}")
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        version = (connection.execute("SELECT version FROM schema_info WHERE id = 1").fetchone() or (None,))[0] \
+            if "schema_info" in tables else None
+        studies = {row[0] for row in connection.execute("SELECT name FROM studies")} if "studies" in tables else set()
+    except sqlite3.DatabaseError as error:  # not a database, a damaged header or schema; or locked
+        if isinstance(error, sqlite3.OperationalError) and "locked" in str(error):
+            raise DatabaseCheckError(f"The study database {path} is locked by another program ({error}); "
+                                     f"start again once it is done.") from None
+        raise DatabaseCheckError(f"The study database {path} is damaged, or not a SQLite database ({error}). "
+                                 f"{damaged}") from None
+    finally:
+        connection.close()
+    return version, studies
+
+
+def _read_database(db_url: str) -> tuple[int | None, set[str]]:
+    """(schema version, study names) of a server database, without creating anything."""
+    engine = create_engine(db_url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            tables = set(inspect(connection).get_table_names())
+            version = connection.scalar(select(SchemaInfo.version).where(SchemaInfo.id == 1)) \
+                if SchemaInfo.__tablename__ in tables else None
+            studies = set(connection.scalars(select(Study.name))) if Study.__tablename__ in tables else set()
+    finally:
+        engine.dispose()
+    return version, studies

@@ -7,12 +7,19 @@ never exported; ``rater`` is the public label, never the secret code; times are 
 
     python -m survey.export export --study NAME --out ratings.csv
     python -m survey.export import --csv ratings.csv --study NAME
+    python -m survey.export backup --out study-backup.sqlite   # the whole SQLite database
+
+``backup`` copies a SQLite database with SQLite's online backup API: a consistent copy even while
+the app runs and writes, as one self-contained file (its -wal and -shm are not needed).
+PostgreSQL is backed up with ``pg_dump`` (README).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -35,6 +42,8 @@ from survey.db import (
     default_db_url,
     display_url,
     get_engine,
+    one_line,
+    sqlite_path,
 )
 
 COLUMNS = ["study", "rater", "session", "image", "method", "score", "repeat", "shown_at", "answered_at", "response_ms"]
@@ -237,6 +246,42 @@ def _naive(value):
     return None if pd.isna(value) else value.tz_convert("UTC").tz_localize(None).to_pydatetime()
 
 
+def backup_sqlite(db_url: str, out: str | Path) -> int:
+    """Copy a SQLite study database to ``out`` (a new file) while it may be in use; return the
+    number of ratings in the copy. The copy is checked (quick_check) before it takes its name."""
+    source_path = sqlite_path(db_url)
+    if source_path is None:
+        raise store.StudyError(f"{display_url(db_url)} is not a SQLite file: back up PostgreSQL with "
+                               f"pg_dump (pg_dump --format=custom --file=study.dump DATABASE).")
+    if not source_path.is_file() or source_path.stat().st_size == 0:
+        raise store.StudyError(f"No study database at {source_path}: nothing to back up.")
+    out = Path(out)
+    if out.exists():
+        raise store.StudyError(f"{out} already exists: a backup never overwrites a file; choose a new name.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.name}.partial")
+    partial.unlink(missing_ok=True)
+    source = sqlite3.connect(f"{source_path.resolve().as_uri()}?mode=ro", uri=True)
+    target = sqlite3.connect(partial)
+    try:
+        source.backup(target)  # all pages in one step: one consistent snapshot
+        target.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal beside it
+        problems = [row[0] for row in target.execute("PRAGMA quick_check")]
+        ratings = target.execute("SELECT count(*) FROM ratings").fetchone()[0] \
+            if target.execute("SELECT 1 FROM sqlite_master WHERE name = 'ratings'").fetchone() else 0
+    except sqlite3.Error as error:
+        raise store.StudyError(f"The backup of {source_path} failed ({error}); {out} was not written.") from None
+    finally:
+        target.close()
+        source.close()
+    if problems != ["ok"]:
+        partial.unlink(missing_ok=True)
+        raise store.StudyError(f"The copy of {source_path} fails SQLite's quick_check ({one_line(problems)}): "
+                               f"the database itself may be damaged; {out} was not written.")
+    os.replace(partial, out)
+    return ratings
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m survey.export", description="Export or import MOS ratings (CSV).")
     parser.add_argument("--db", help="SQLAlchemy URL (default: env SURVEY_DB_URL or <app dir>/study.sqlite)")
@@ -248,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     import_cmd = commands.add_parser("import", help="add a CSV of ratings to a study")
     import_cmd.add_argument("--csv", type=Path, required=True)
     import_cmd.add_argument("--study", required=True)
+    backup_cmd = commands.add_parser("backup", help="copy the SQLite study database, safely while the app runs")
+    backup_cmd.add_argument("--out", type=Path, required=True, help="the copy (a new file)")
     args = parser.parse_args(argv)
     db_url = args.db or default_db_url(args.app_dir or default_app_dir())
     try:
@@ -258,6 +305,10 @@ def main(argv: list[str] | None = None) -> int:
             frame = ratings_frame(db_url, args.study)
             write_ratings_csv(frame, args.out)
             print(f"{len(frame)} ratings written to {args.out}")
+        elif args.command == "backup":
+            ratings = backup_sqlite(db_url, args.out)
+            print(f"Backup of {db_url.removeprefix('sqlite:///')} ({ratings} ratings) written to {args.out}. "
+                  f"To restore: stop the app, delete study.sqlite-wal and -shm, copy the backup to study.sqlite.")
         else:
             result = import_ratings(db_url, read_ratings_csv(args.csv), study=args.study)
             print(f"{result['ratings']} ratings imported into {args.study!r}; "

@@ -42,6 +42,9 @@ MAX_SERVERS = 8
 LOAD_METHODS = ("nearest", "bicubic", "srgan", "hr")
 REQUEST_TIMEOUT_S = 60.0
 RETRIES = 5  # per step, after "not saved" or a dropped connection
+# The app's defences against ratings stuffing (new raters per client per hour, a floor on the
+# time to rate, an invitation key) would refuse a capacity test's scripted raters: off here.
+SCRIPTED_RATERS_ALLOWED = {"SURVEY_JOINS_PER_HOUR": "0", "SURVEY_MIN_RATING_MS": "0", "SURVEY_JOIN_KEY": ""}
 
 
 class LoadTestError(RuntimeError):
@@ -96,7 +99,7 @@ def prepare_load_study(*, db_url: str, app_dir: Path, study: str, stimuli: int) 
 def start_app(*, app_dir: Path, db_url: str, study: str, port: int, log_path: Path,
               extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> subprocess.Popen:
     """``python app.py`` on 127.0.0.1:port in its own process group; its output goes to log_path."""
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", **SCRIPTED_RATERS_ALLOWED, **(env or {})}
     with open(log_path, "ab") as log:
         return subprocess.Popen(
             [sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port),

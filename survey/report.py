@@ -294,18 +294,31 @@ def report_markdown(a: Analysis, *, command: str, figures: list[str], source_not
             f"{screening.MAX_GOLD_FAILURE_SHARE:.0%} of >= {screening.MIN_GOLD_IMAGES} gold "
             f"images, or (d) the test-retest mean absolute difference exceeds "
             f"{screening.MAX_RETEST_DIFFERENCE} over >= {screening.MIN_DUPLICATES} duplicates. "
-            "P.913 bias and inconsistency are reported, not used to reject.", ""]
+            "Signs of a script (ratings stuffing): (e) a median response time below "
+            f"{screening.MIN_MEDIAN_RESPONSE_MS} ms, or (f) response times so regular that their "
+            f"coefficient of variation is below {screening.MIN_RESPONSE_CV} (both over >= "
+            f"{screening.MIN_TIMED_RATINGS} timed ratings), or (g) one score per method on "
+            f">= {screening.MAX_METHOD_PATTERN:.0%} of their ratings (over >= "
+            f"{screening.MIN_PATTERN_METHODS} methods rated >= "
+            f"{screening.MIN_PATTERN_RATINGS_PER_METHOD} times: the scores follow the method, not "
+            f"the image), or (h) the same scores as another rater on >= "
+            f"{screening.MAX_AGREEMENT:.0%} of >= {screening.MIN_SHARED_STIMULI} shared stimuli "
+            "(both are flagged). P.913 bias and inconsistency are reported, not used to reject.", ""]
     rows = []
     for rater, r in a.raters.iterrows():
         rows.append([str(rater), fmt(r["n_ratings"]), f"{fmt(r['bt500_p'])}/{fmt(r['bt500_q'])}",
                      fmt(r["mos_correlation"]),
                      f"{fmt(r['gold_failures'])}/{fmt(r['gold_images'])}",
                      f"{fmt(r['retest_mad'])} ({fmt(r['duplicates'])})",
+                     f"{fmt(r['median_response_ms'], 0)} ({fmt(r['response_cv'])})",
+                     fmt(r["method_pattern"]),
+                     f"{fmt(r['closest_agreement'])} ({r['closest_rater'] or 'n/a'}, {fmt(r['shared_stimuli'])})",
                      fmt(r["p913_bias"]), fmt(r["p913_inconsistency"]),
                      "REJECT: " + r["reasons"] if r["rejected"] else "kept"])
     out += [markdown_table(["rater", "ratings", "BT.500 P/Q", "r with MOS", "gold failures",
-                            "retest mean abs. diff (pairs)", "P.913 bias", "P.913 inconsistency",
-                            "decision"], rows)]
+                            "retest mean abs. diff (pairs)", "median response ms (CV)",
+                            "one score per method", "closest rater: agreement (who, shared)",
+                            "P.913 bias", "P.913 inconsistency", "decision"], rows)]
     r = a.retest
     out += ["## Reliability", "",
             f"- Krippendorff's alpha (ordinal, units = stimuli): {fmt(a.alpha, 3)}.",

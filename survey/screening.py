@@ -13,6 +13,16 @@ Criteria (each reported per rater; all on first showings except the test-retest 
 * Gold items: on an image where the rater scored both HR and nearest-neighbour
   upscaling, HR below nearest is a failure; the share of such images is reported.
 * Test-retest: mean absolute difference between the two showings of hidden duplicates.
+* Response time: the median time from showing to rating (response_ms) and its coefficient
+  of variation. People need seconds to judge a photograph, and their times vary (CV ~0.5);
+  a script answers in a fraction of a second, or after the same fixed delay every time.
+* Method pattern: the share of a rater's ratings that equal their most frequent score for
+  that method. An honest rater's scores follow the image as well as the method (at most
+  ~0.88 in simulated studies with >= 8 images per method); a rater who reads the method
+  off the stimulus and scores it, not the picture, reaches 1.
+* Copies: the rater whose first-showing scores agree most often with this rater's on the
+  stimuli both rated. Honest raters agree on ~40-70 % of shared stimuli (at most ~0.85 over
+  >= 25 shared ones in simulation); bots running one script agree on all of them.
 * ITU-T P.913 (12.6) subject model: alternating estimates of stimulus scores psi_j, rater
   bias d_i and rater inconsistency v_i in u_ij = psi_j + d_i + v_i e. Reported, not a
   rejection criterion: a bias is removed by the model rather than a reason to reject.
@@ -22,7 +32,16 @@ Default rule (``screen_raters``): reject a rater when any holds
   (b) correlation with the leave-one-out MOS < 0.25, or undefined because all their
       scores are equal while the stimuli differ (needs >= 5 ratings);
   (c) gold failures on more than 25 % of >= 3 gold images;
-  (d) test-retest mean absolute difference > 1.5 over >= 5 duplicates.
+  (d) test-retest mean absolute difference > 1.5 over >= 5 duplicates;
+  (e) median response time < 800 ms over >= 10 timed ratings;
+  (f) response times implausibly regular: coefficient of variation < 0.1 over >= 10 timed
+      ratings;
+  (g) method pattern >= 0.95 over >= 3 methods with >= 8 ratings each;
+  (h) scores the same as another rater's on >= 95 % of >= 30 shared stimuli (both are
+      flagged: the report names the other).
+Criteria (e) to (h) catch scripted raters ("ratings stuffing"): in a simulated study, ten
+bots that give each method a fixed score pass (a) to (d) (they rate HR above nearest and
+track the methods' order) yet move bicubic's MOS by more than a point.
 """
 
 from __future__ import annotations
@@ -40,6 +59,14 @@ MIN_GOLD_IMAGES = 3
 MAX_RETEST_DIFFERENCE = 1.5
 MIN_DUPLICATES = 5
 GOLD_HIGH, GOLD_LOW = "hr", "nearest"
+MIN_MEDIAN_RESPONSE_MS = 800
+MIN_RESPONSE_CV = 0.1
+MIN_TIMED_RATINGS = 10
+MAX_METHOD_PATTERN = 0.95
+MIN_PATTERN_METHODS = 3
+MIN_PATTERN_RATINGS_PER_METHOD = 8
+MAX_AGREEMENT = 0.95
+MIN_SHARED_STIMULI = 30
 
 
 @dataclass(frozen=True)
@@ -163,6 +190,75 @@ def retest_by_rater(ratings: pd.DataFrame) -> pd.DataFrame:
                          "retest_mad": diff["mean"]}, index=raters)
 
 
+def response_times(ratings: pd.DataFrame) -> pd.DataFrame:
+    """Per rater: timed ratings (every showing), median response_ms and its coefficient of variation.
+
+    All NaN when the data has no response times (e.g. an imported CSV without them).
+    """
+    raters = sorted(ratings.loc[ratings["repeat"] == 0, "rater"].unique())
+    if "response_ms" in ratings.columns:
+        ms = pd.to_numeric(ratings["response_ms"], errors="coerce")
+    else:
+        ms = pd.Series(np.nan, index=ratings.index)
+    times = ms[ms.notna()].astype(np.float64).groupby(ratings["rater"][ms.notna()])
+    mean = times.mean()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cv = times.std(ddof=0) / mean.where(mean > 0)
+    out = pd.DataFrame({"timed_ratings": times.size(), "median_response_ms": times.median(),
+                        "response_cv": cv}).reindex(raters)
+    out["timed_ratings"] = out["timed_ratings"].fillna(0).astype(int)
+    return out
+
+
+def method_pattern(ratings: pd.DataFrame) -> pd.Series:
+    """Per rater: share of first-showing ratings equal to the rater's most frequent score for that method.
+
+    Over the methods the rater scored at least ``MIN_PATTERN_RATINGS_PER_METHOD`` times; NaN
+    with fewer than ``MIN_PATTERN_METHODS`` such methods (too little to tell).
+    """
+    first = ratings[ratings["repeat"] == 0]
+    raters = sorted(first["rater"].unique())
+    counts = first.groupby(["rater", "method", "score"]).size()
+    per_method = counts.groupby(level=["rater", "method"]).agg(["sum", "max"])
+    per_method = per_method[per_method["sum"] >= MIN_PATTERN_RATINGS_PER_METHOD]
+    per_rater = per_method.groupby(level="rater").agg(["size", "sum"])
+    enough = per_rater[("sum", "size")] >= MIN_PATTERN_METHODS
+    share = (per_rater[("max", "sum")] / per_rater[("sum", "sum")]).where(enough)
+    return share.reindex(raters).rename("method_pattern")
+
+
+def closest_raters(coded: Coded) -> pd.DataFrame:
+    """Per rater: the other rater whose first-showing scores agree most often with theirs.
+
+    Agreement = share of the stimuli both rated where both gave the same score, among raters
+    sharing at least ``MIN_SHARED_STIMULI`` stimuli (else no partner). Dense R x S one-hot
+    products: O(R^2 S) work and O(R^2 + R S) memory, under a second for 1,000 x 1,000.
+    """
+    r, k = len(coded.raters), coded.n_stimuli
+    empty = pd.DataFrame({"closest_rater": pd.Series([""] * r, dtype=object),
+                          "closest_agreement": np.nan, "shared_stimuli": 0}, index=coded.raters)
+    if r < 2 or k == 0:
+        return empty
+    grid = np.zeros((r, k), dtype=np.int8)  # 0: not rated
+    grid[coded.rater_idx, coded.stimulus_idx] = coded.scores.astype(np.int8)
+    rated = (grid > 0).astype(np.float32)
+    shared = rated @ rated.T
+    agree = np.zeros((r, r), dtype=np.float32)
+    for score in range(1, 6):
+        same = (grid == score).astype(np.float32)
+        agree += same @ same.T
+    np.fill_diagonal(shared, 0)
+    eligible = shared >= MIN_SHARED_STIMULI
+    share = np.where(eligible, agree / np.maximum(shared, 1), -1.0)
+    best = share.argmax(axis=1)
+    rows = np.arange(r)
+    found = share[rows, best] >= 0
+    empty.loc[found, "closest_rater"] = np.asarray(coded.raters, dtype=object)[best[found]]
+    empty.loc[found, "closest_agreement"] = share[rows, best][found]
+    empty.loc[found, "shared_stimuli"] = shared[rows, best][found].astype(int)
+    return empty
+
+
 def p913_model(coded: Coded, *, tolerance: float = 1e-8, max_iterations: int = 500,
                min_inconsistency: float = 0.05) -> dict:
     """P.913 subject model by alternating estimates: stimulus score, rater bias, inconsistency.
@@ -208,6 +304,9 @@ def screen_raters(ratings: pd.DataFrame) -> pd.DataFrame:
     corr = mos_correlation(coded)
     table["mos_correlation"] = corr
     table = table.join(gold_failures(ratings)).join(retest_by_rater(ratings))
+    table = table.join(response_times(ratings))
+    table["method_pattern"] = method_pattern(ratings)
+    table = table.join(closest_raters(coded))
     model = p913_model(coded) if coded.scores.size else None
     table["p913_bias"] = model["bias"] if model else math.nan
     table["p913_inconsistency"] = model["inconsistency"] if model else math.nan
@@ -226,8 +325,26 @@ def screen_raters(ratings: pd.DataFrame) -> pd.DataFrame:
             why.append(f"HR below nearest on {row['gold_failures']}/{row['gold_images']} images")
         if row["duplicates"] >= MIN_DUPLICATES and row["retest_mad"] > MAX_RETEST_DIFFERENCE:
             why.append(f"test-retest mean abs. difference {row['retest_mad']:.2f} > {MAX_RETEST_DIFFERENCE}")
+        why += stuffing_reasons(row)
         reasons.append("; ".join(why))
     table["reasons"] = reasons
     table["rejected"] = table["reasons"] != ""
     table.index.name = "rater"
     return table
+
+
+def stuffing_reasons(row: pd.Series) -> list[str]:
+    """Criteria (e) to (h) for one rater's row of the screening table: signs of a script."""
+    why = []
+    if row["timed_ratings"] >= MIN_TIMED_RATINGS:
+        if row["median_response_ms"] < MIN_MEDIAN_RESPONSE_MS:
+            why.append(f"median response time {row['median_response_ms']:.0f} ms < {MIN_MEDIAN_RESPONSE_MS} ms")
+        if row["response_cv"] < MIN_RESPONSE_CV:
+            why.append(f"response times implausibly regular (CV {row['response_cv']:.2f} < {MIN_RESPONSE_CV})")
+    if row["method_pattern"] >= MAX_METHOD_PATTERN:
+        why.append(f"one score per method on {row['method_pattern']:.0%} of their ratings "
+                   "(scores follow the method, not the image)")
+    if row["closest_agreement"] >= MAX_AGREEMENT:
+        why.append(f"the same scores as {row['closest_rater']} on {row['closest_agreement']:.0%} of "
+                   f"{row['shared_stimuli']} shared stimuli")
+    return why

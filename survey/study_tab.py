@@ -6,21 +6,40 @@ protocol is exposed as named API endpoints (``study_join``, ``study_next``, ``st
 ``study_rate``) for ``gradio_client``.
 
 Call ``build_study_tab`` inside ``with gr.Tab("MOS study"):`` within a ``gr.Blocks``.
+
+Against ratings stuffing (scripts that join as many raters and rate through these
+endpoints): an optional invitation key (``join_key``: new raters need it, from the link
+``?key=KEY``; existing raters resume without it), at most ``joins_per_hour`` new raters per
+client address, and no rating sooner than ``min_rating_ms`` after its image was shown
+(refused, nothing stored). The client address is the connecting one; behind a reverse proxy
+it is the address the proxy forwards (uvicorn trusts X-Forwarded-For from the addresses in
+FORWARDED_ALLOW_IPS, by default 127.0.0.1), otherwise every rater shares the proxy's. Screening
+(survey.screening) catches the scripts that get through.
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
+import hmac
+import ipaddress
 import logging
+import os
+import threading
+import time
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import gradio as gr
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from survey import store
-from survey.db import SchemaVersionError, get_engine
+from survey.db import Rater, RatingSession, SchemaVersionError, Study, get_engine, utc_now
 from survey.prepare import stimulus_path
 
 log = logging.getLogger(__name__)
@@ -32,6 +51,26 @@ SAVED_NEXT_FAILED = (
 )
 UNAVAILABLE = "**The study database did not answer.** Nothing was lost; please try again in a moment."
 CONCURRENCY = "survey-study"
+
+# A lab of 30 seats behind one NAT address can start together; a script cannot make thousands.
+JOINS_PER_HOUR = 30
+# Less than the time to see an image and press a key (the page's own round trip included):
+# also stops a double key press from rating the next image unseen.
+MIN_RATING_MS = 300
+MIN_JOIN_KEY = 8  # characters
+MAX_TRACKED_CLIENTS = 10_000  # join counts kept in memory; the least recent are forgotten
+
+NEED_INVITATION = ("This study is by invitation: please open it with the invitation link you were sent "
+                   "(if you already have a rater code, enter it to continue).")
+BAD_INVITATION = ("This invitation link is not valid: please open the exact link you were sent, or ask the "
+                  "study organiser for a new one.")
+TOO_MANY_JOINS = ("Too many new raters have joined from your network in the last hour. If you already have a "
+                  "rater code, enter it (or open your personal link) to continue; otherwise please try again later.")
+TOO_FAST = "**Not saved**: please look at the image before rating it, then press your score again."
+NEED_CONSENT = "Please read the instructions and tick the consent box first."
+BAD_CODE_TYPE = "A rater code is text: copy it exactly from your link, or leave it empty to get a new one."
+BAD_CONSENT_TYPE = "Consent is a yes or no: tick the consent box (in the API, consent=True)."
+BAD_KEY_TYPE = "The invitation key is text: please open the exact invitation link you were sent."
 
 INSTRUCTIONS = """\
 ### Rate the quality of images
@@ -79,6 +118,7 @@ URL_JS = """
   if (code && /^[A-Za-z0-9_-]{22,64}$/.test(code)) {
     const url = new URL(window.location.href);
     url.searchParams.set('rater', code);
+    url.searchParams.delete('key');  // the personal link resumes without it: do not pass it on
     window.history.replaceState(null, '', url.toString());
   }
 }
@@ -178,44 +218,234 @@ def _guarded(action: Callable[[], tuple[store.Item, str, str]], *, code: str | N
         return Outcome(False, "error", failure, code)
 
 
-def build_study_tab(*, db_url: str, app_dir: Path, study: str = "examples") -> None:
-    """Build the tab's components and events inside the current ``gr.Blocks``."""
+class JoinLimiter:
+    """At most ``limit`` new raters per client address in any ``window_s``; thread-safe.
+
+    Memory is bounded: at most ``limit`` times per client and ``max_clients`` clients (the one
+    that joined least recently is forgotten first). ``limit`` None or 0: no limit.
+    """
+
+    def __init__(self, limit: int | None, *, window_s: float = 3600.0, max_clients: int = MAX_TRACKED_CLIENTS,
+                 clock: Callable[[], float] = time.monotonic):
+        self.limit, self.window_s, self.max_clients, self.clock = limit, window_s, max_clients, clock
+        self._joins: OrderedDict[str, deque[float]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._last_warning = -float("inf")
+        self._refusals = 0  # since the last warning: a flood of refusals must not flood the log
+
+    def acquire(self, client: str) -> float | None:
+        """Count one join for ``client`` and return its time, or None when the client is over the limit."""
+        now = self.clock()
+        if not self.limit:
+            return now
+        with self._lock:
+            times = self._joins.pop(client, deque())
+            while times and times[0] <= now - self.window_s:
+                times.popleft()
+            if len(times) >= self.limit:
+                self._joins[client] = times
+                self._refusals += 1
+                if now - self._last_warning >= 60:
+                    log.warning("new rater refused: %s joined %d times in the last hour (limit %d); "
+                                "%d refusal(s) since the last warning", client, len(times), self.limit,
+                                self._refusals)
+                    self._last_warning, self._refusals = now, 0
+                return None
+            times.append(now)
+            self._joins[client] = times  # now the most recent
+            while len(self._joins) > self.max_clients:
+                self._joins.popitem(last=False)
+            return now
+
+    def release(self, client: str, stamp: float) -> None:
+        """Give back a join that created no rater (a database failure, say)."""
+        with self._lock:
+            times = self._joins.get(client)
+            if times is not None and stamp in times:
+                times.remove(stamp)
+
+    def __len__(self) -> int:
+        return len(self._joins)
+
+
+def client_key(host: str | None) -> str:
+    """What the join limit counts by: the IPv4 address, or the /64 network of an IPv6 one
+    (one subscriber commonly holds a whole /64, so single IPv6 addresses cost nothing)."""
+    if not host:
+        return "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if address.version == 6 and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
+def client_address(request: gr.Request | None) -> str:
+    """The join-limit key of the address a request came from (the proxy's unless it forwards
+    the client's: see the module's docstring)."""
+    client = getattr(request, "client", None) if request is not None else None
+    return client_key(getattr(client, "host", None))
+
+
+def _as_text(value: object) -> str | None:
+    """A text input stripped, "" for nothing, None for a value of another type (refused)."""
+    if value is None:
+        return ""
+    return value.strip() if isinstance(value, str) else None
+
+
+def check_join_key(join_key: str | None) -> str | None:
+    """The study's invitation key, None for an open study; a short or blank key is refused."""
+    if join_key is None or join_key == "":
+        return None
+    if not isinstance(join_key, str) or join_key != join_key.strip() or len(join_key) < MIN_JOIN_KEY:
+        raise ValueError(f"The join key must be at least {MIN_JOIN_KEY} characters without surrounding spaces "
+                         "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(16))').")
+    return join_key
+
+
+def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
+    """The defences against ratings stuffing as command-line options (python -m survey, app.py)."""
+    env = os.environ
+    parser.add_argument("--join-key", default=env.get("SURVEY_JOIN_KEY") or None,
+                        help="invitation key new raters must bring in their link, ?key=KEY (SURVEY_JOIN_KEY; "
+                             "default: none, an open study); raters who joined resume without it")
+    parser.add_argument("--joins-per-hour", type=int, default=env.get("SURVEY_JOINS_PER_HOUR", JOINS_PER_HOUR),
+                        help=f"new raters per client address per hour (SURVEY_JOINS_PER_HOUR; default "
+                             f"{JOINS_PER_HOUR}, 0: no limit)")
+    parser.add_argument("--min-rating-ms", type=int, default=env.get("SURVEY_MIN_RATING_MS", MIN_RATING_MS),
+                        help=f"refuse a rating sooner than this after its image was shown (SURVEY_MIN_RATING_MS; "
+                             f"default {MIN_RATING_MS}, 0: no floor)")
+
+
+def limit_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
+    """build_study_tab's keyword arguments from add_limit_arguments' options; a bad one is a usage error."""
+    try:
+        join_key = check_join_key(args.join_key)
+    except ValueError as error:
+        parser.error(f"--join-key: {error}")
+    if args.joins_per_hour < 0 or args.min_rating_ms < 0:
+        parser.error("--joins-per-hour and --min-rating-ms must be 0 (off) or more")
+    return {"join_key": join_key, "joins_per_hour": args.joins_per_hour, "min_rating_ms": args.min_rating_ms}
+
+
+def _has_session(engine, code: str, study: str) -> bool:
+    """Whether this rater code has already joined this study (so resumes without the key)."""
+    with Session(engine) as session:
+        return session.scalar(
+            select(RatingSession.id)
+            .join(Rater, RatingSession.rater_id == Rater.id)
+            .join(Study, RatingSession.study_id == Study.id)
+            .where(Rater.code == code, Study.name == study)
+        ) is not None
+
+
+def build_study_tab(*, db_url: str, app_dir: Path, study: str = "examples", join_key: str | None = None,
+                    joins_per_hour: int | None = JOINS_PER_HOUR, min_rating_ms: int | None = MIN_RATING_MS) -> None:
+    """Build the tab's components and events inside the current ``gr.Blocks``.
+
+    ``join_key``: new raters must bring it (invitation link ``?key=KEY``); None: open study.
+    ``joins_per_hour``: new raters per client address per hour (None or 0: no limit).
+    ``min_rating_ms``: ratings sooner than this after their image was shown are refused
+    (None or 0: no floor). Load tests of capacity turn the last two off.
+    """
     app_dir = Path(app_dir)
     store.check_study_name(study)
+    join_key = check_join_key(join_key)
+    if joins_per_hour is not None and joins_per_hour < 0 or min_rating_ms is not None and min_rating_ms < 0:
+        raise ValueError("joins_per_hour and min_rating_ms must be 0 (no limit) or more.")
+    joins = JoinLimiter(joins_per_hour)
+    rating_floor = timedelta(milliseconds=min_rating_ms or 0)
 
     def engine():
         return get_engine(db_url)
 
     # ---------------------------------------------------------------- protocol (UI and API)
 
-    def join(code: str | None, consent: bool) -> Outcome:
-        code = (code or "").strip()
-        if not code:
-            try:
-                code = store.new_rater(engine(), consent=consent is True)
-            except store.StudyError as error:
-                return Outcome(False, "refused", str(error), None)
-            except SQLAlchemyError:
-                log.exception("study database error")
-                return Outcome(False, "error", UNAVAILABLE, None)
-            welcome = (
-                f"Your rater code is **{code}**. Keep this page's address (it now ends with "
-                f"`?rater={code}`) to continue later, on any device."
-            )
-            return _guarded(lambda: (store.join_study(engine(), code, study), "joined", welcome), code=code)
-        return _guarded(lambda: (store.join_study(engine(), code, study), "resumed", "Welcome back."), code=code)
+    def join(code: object, consent: object, key: object = None, client: str = "unknown") -> Outcome:
+        code = _as_text(code)
+        if code is None:
+            return Outcome(False, "refused", BAD_CODE_TYPE, None)
+        if consent is not None and not isinstance(consent, bool):
+            return Outcome(False, "refused", BAD_CONSENT_TYPE, None)
+        if code:
+            if join_key is not None:
+                try:
+                    joined = _has_session(engine(), store.check_rater_code(code), study)
+                except store.StudyError as error:
+                    return Outcome(False, "refused", str(error), None)
+                except SQLAlchemyError:
+                    log.exception("study database error")
+                    return Outcome(False, "error", UNAVAILABLE, None)
+                refusal = None if joined else _key_refusal(key)
+                if refusal:
+                    return Outcome(False, "refused", refusal, None)
+            return _guarded(lambda: (store.join_study(engine(), code, study), "resumed", "Welcome back."), code=code)
+        refusal = _key_refusal(key)
+        if refusal:
+            return Outcome(False, "refused", refusal, None)
+        if consent is not True:
+            return Outcome(False, "refused", NEED_CONSENT, None)
+        stamp = joins.acquire(client)
+        if stamp is None:
+            return Outcome(False, "refused", TOO_MANY_JOINS, None)
+        try:
+            code = store.new_rater(engine(), consent=True)
+        except store.StudyError as error:
+            joins.release(client, stamp)
+            return Outcome(False, "refused", str(error), None)
+        except SQLAlchemyError:
+            joins.release(client, stamp)
+            log.exception("study database error")
+            return Outcome(False, "error", UNAVAILABLE, None)
+        welcome = (
+            f"Your rater code is **{code}**. Keep this page's address (it now ends with "
+            f"`?rater={code}`) to continue later, on any device."
+        )
+        return _guarded(lambda: (store.join_study(engine(), code, study), "joined", welcome), code=code)
 
-    def next_(code: str) -> Outcome:
+    def _key_refusal(key: object) -> str | None:
+        """None when the study is open or the key is right; else what the rater should do."""
+        if join_key is None:
+            return None
+        given = _as_text(key)
+        if given is None:
+            return BAD_KEY_TYPE
+        if not given:
+            return NEED_INVITATION
+        if not hmac.compare_digest(given.encode("utf-8"), join_key.encode("utf-8")):
+            return BAD_INVITATION
+        return None
+
+    def next_(code: object) -> Outcome:
+        if _as_text(code) is None:
+            return Outcome(False, "refused", BAD_CODE_TYPE, None)
         return _guarded(lambda: (store.next_item(engine(), code, study), "ok", ""), code=code)
 
-    def continue_(code: str, presentation_id: int) -> Outcome:
+    def continue_(code: object, presentation_id: object) -> Outcome:
+        if _as_text(code) is None:
+            return Outcome(False, "refused", BAD_CODE_TYPE, None)
         return _guarded(
             lambda: (store.acknowledge_calibration(engine(), code, study, presentation_id), "ok", ""), code=code
         )
 
-    def rate(code: str, presentation_id: int, score: int) -> Outcome:
+    def rate(code: object, presentation_id: object, score: object) -> Outcome:
+        if _as_text(code) is None:
+            return Outcome(False, "refused", BAD_CODE_TYPE, None)
+
         def action():
-            result = store.submit_rating(engine(), code, study, presentation_id, score)
+            store.check_rater_code(code)
+            pid = store.parse_presentation_id(presentation_id)
+            store.parse_score(score)
+            if rating_floor:
+                shown_at = store.shown_at_of(engine(), pid)
+                if shown_at is not None and utc_now() - shown_at < rating_floor:
+                    raise store.StudyError(TOO_FAST)  # nothing stored; the rater presses again
+            result = store.submit_rating(engine(), code, study, pid, score)
             message = "Saved." if result.status == "saved" else "Already saved: your rating counts once."
             return result.item, result.status, message
 
@@ -273,13 +503,16 @@ def build_study_tab(*, db_url: str, app_dir: Path, study: str = "examples") -> N
         return render(Outcome(False, "refused", "Please enter your code and press Start first.", None), state)
 
     def on_load(state: dict, request: gr.Request) -> tuple:
-        code = (request.query_params.get("rater") or "").strip() if request is not None else ""
+        params = request.query_params if request is not None else {}
+        code = (params.get("rater") or "").strip()
+        # The invitation key of the link (?key=KEY) waits in the page's state for Start.
+        state = {**state, "key": params.get("key") or ""}
         if not code:
             return (state,) + (gr.update(),) * (len(outputs) - 1)
-        return render(join(code, False), state)
+        return render(join(code, False, state["key"], client_address(request)), state)
 
-    def on_start(code: str, consent: bool, state: dict) -> tuple:
-        return render(join(code, consent), state)
+    def on_start(code: str, consent: bool, state: dict, request: gr.Request) -> tuple:
+        return render(join(code, consent, state.get("key"), client_address(request)), state)
 
     def on_continue(state: dict) -> tuple:
         if not state.get("code"):
@@ -309,9 +542,10 @@ def build_study_tab(*, db_url: str, app_dir: Path, study: str = "examples") -> N
         button.click(on_rate(score), inputs=[page_state], outputs=outputs, **event_options)
 
     # Named API endpoints: the same protocol for gradio_client (state stays in the database).
-    def study_join(code: str = "", consent: bool = False) -> dict:
-        """Join with a code (or "" and consent=True for a new code); returns the item to show."""
-        return join(code, consent).as_api()
+    def study_join(code: str = "", consent: bool = False, key: str = "", request: gr.Request = None) -> dict:
+        """Join with a code (or "" and consent=True for a new code; ``key``: the study's
+        invitation key, when it has one); returns the item to show."""
+        return join(code, consent, key, client_address(request)).as_api()
 
     def study_next(code: str) -> dict:
         """The item a rater should see now (marks it shown)."""

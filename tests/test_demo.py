@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -377,6 +379,21 @@ def test_tab_handlers_render_results_and_explain_refusals(weights_dir: Path, tmp
     assert tab.check_input(source, "Auto") == "Working…"
 
 
+def test_a_view_handed_out_again_is_not_pruned_from_the_cache_as_old(tmp_path: Path) -> None:
+    """The cache is pruned by file age: a panel reused an hour after it was first written is
+    young again, so the page that just got its link can still fetch it."""
+    from demo.ui import png_file
+    from survey.cleanup import CachePolicy, prune_cache
+
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (16, 16, 3), dtype=np.uint8))
+    path = Path(png_file(image, tmp_path, "panel"))
+    hour_ago = time.time() - 3600
+    os.utime(path, (hour_ago, hour_ago))
+    assert png_file(image, tmp_path, "panel") == str(path)
+    prune_cache(tmp_path, CachePolicy(max_bytes=2**30, max_age_s=1800))
+    assert path.is_file()
+
+
 def test_png_file_writes_each_image_once_and_whole(tmp_path: Path) -> None:
     from demo.ui import png_file
 
@@ -385,10 +402,10 @@ def test_png_file_writes_each_image_once_and_whole(tmp_path: Path) -> None:
     assert path.name == "photo_srgan_x4.png" and path.is_relative_to(tmp_path)
     assert np.array_equal(np.asarray(Image.open(path)), np.asarray(image))
     before = path.stat()
-    # The same pixels again: the same file, untouched (a served file is never rewritten).
+    # The same pixels again: the same file, not rewritten (a served file is never truncated).
     assert png_file(image.copy(), tmp_path, "photo_srgan_x4") == str(path)
     after = path.stat()
-    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert (after.st_ino, after.st_size) == (before.st_ino, before.st_size)
     # Other pixels or another name: another file; no partial files left behind.
     other = png_file(image.transpose(Image.Transpose.FLIP_LEFT_RIGHT), tmp_path, "photo_srgan_x4")
     assert other != str(path) and Path(png_file(image, tmp_path, "wipe")).parent == path.parent

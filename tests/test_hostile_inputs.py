@@ -175,7 +175,7 @@ CASES = [
     ("oversized-upload", _compare("oversized.png"), r"(?i)exceed|too large|size"),
     ("no-image", _compare(""), r"Upload an image"),
     ("unknown-mode", _compare("ok.png", mode="Treat as SVG"), r"(?i)mode|choices|not in the list"),
-    ("alpha-out-of-range", _compare("ok.png", alpha=7.5), r"(?i)α must be between|maximum|range"),
+    ("alpha-out-of-range", _compare("ok.png", alpha=7.5), r"(?i)α must be (between|from 0 to 1)|maximum|range"),
     ("sixteen-bit", _compare("sixteen.png"), r"^accepted"),
     ("cmyk-jpeg", _compare("cmyk.jpg"), r"^accepted"),
     ("palette", _compare("palette.png"), r"^accepted"),
