@@ -41,7 +41,7 @@ from srgan.images import DEFAULT_MAX_BYTES, default_max_pixels  # noqa: E402
 from srgan.inference import PRECISIONS, Upscaler, parse_device, resolve_precision  # noqa: E402
 from srgan.weights import METHOD_WEIGHTS, is_available, missing_line  # noqa: E402
 from survey.admin_tab import build_results_tab  # noqa: E402
-from survey.db import default_app_dir  # noqa: E402
+from survey.db import default_app_dir, sqlite_path  # noqa: E402
 from survey.prepare import DEFAULT_STUDY, ensure_default_study  # noqa: E402
 from survey.study_tab import CONCURRENCY as STUDY_CONCURRENCY  # noqa: E402
 from survey.study_tab import add_limit_arguments, build_study_tab, limit_options  # noqa: E402
@@ -93,6 +93,11 @@ def _build_results_tab(config: AppConfig) -> None:
 def build_app(config: AppConfig) -> gr.Blocks:
     """The app's Blocks, ready for .queue().launch(); tests build it in-process."""
     config.app_dir.mkdir(parents=True, exist_ok=True)
+    from survey.cleanup import use_app_cache
+
+    # Before any component is made (each notes the cache folder): the app's own cache, which its
+    # janitor prunes, never the /tmp/gradio that other Gradio apps share.
+    use_app_cache(config.app_dir)
     upscaler = Upscaler(device=config.device, precision=config.precision)  # one per app: each model is loaded once
     max_pixels = config.max_pixels if config.max_pixels is not None else default_max_pixels()
     with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
@@ -131,13 +136,14 @@ def landing_tab(request: gr.Request):
     return gr.skip()
 
 
-def launch(app: gr.Blocks, config: AppConfig, *, block: bool = True) -> str:
-    """Start the server; return its local URL. Blocking, it returns once stopped (Ctrl-C,
-    SIGTERM), with the database checkpointed (the .sqlite file alone holds every rating)."""
+def launch(app: gr.Blocks, config: AppConfig, *, block: bool = True, cache_policy=None) -> str:
+    """Start the app made by build_app; return its local URL. Blocking, it returns once stopped
+    (Ctrl-C, SIGTERM), with the database checkpointed (the .sqlite file alone holds every rating).
+    ``cache_policy``: a survey.cleanup.CachePolicy, default SRGAN_CACHE_MB / SRGAN_CACHE_MINUTES."""
     from survey import cleanup
 
     housekeeping = cleanup.Housekeeping(app, cache_dir=Path(gr.utils.get_upload_folder()),
-                                        policy=cleanup.CachePolicy.from_env())
+                                        policy=cache_policy or cleanup.CachePolicy.from_env())
     app.launch(
         server_name=config.host,
         server_port=config.port,
@@ -183,8 +189,8 @@ def max_body_bytes(max_upload_mb: float) -> int:
 def _private_paths(config: AppConfig) -> list[str]:
     """Never served, whatever else is allowed: the SQLite study database and the study's files."""
     paths = [config.app_dir / "studies", config.app_dir / "results"]
-    if config.study_db_url.startswith("sqlite:///"):
-        database = Path(config.study_db_url.removeprefix("sqlite:///"))
+    database = sqlite_path(config.study_db_url)
+    if database is not None:
         paths += [database, Path(f"{database}-wal"), Path(f"{database}-shm"), Path(f"{database}-journal")]
     return [str(path) for path in paths]
 
@@ -298,19 +304,18 @@ def _check_study_exists(config: AppConfig) -> None:
 def main(argv: list[str] | None = None) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from survey.cleanup import CachePolicy, use_app_cache
+    from survey.cleanup import CachePolicy
     from survey.db import DatabaseCheckError, SchemaVersionError, check_database, display_url
 
     config = parse_args(argv)
     try:
-        CachePolicy.from_env()  # SRGAN_CACHE_MB, SRGAN_CACHE_MINUTES
+        cache_policy = CachePolicy.from_env()  # SRGAN_CACHE_MB, SRGAN_CACHE_MINUTES
     except ValueError as error:
         sys.exit(f"error: {error}")
     try:
         # Before anything is written: a missing, emptied or damaged database is refused, not replaced.
         check_database(config.study_db_url, config.app_dir)
         _check_study_exists(config)
-        use_app_cache(config.app_dir)  # before the components are made: each notes the cache folder
         app = build_app(config)
     except (DatabaseCheckError, SchemaVersionError) as error:
         sys.exit(f"error: {error}")
@@ -324,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     precision = resolve_precision(config.precision, parse_device(config.device))
     print(f"Networks run on {config.device} in {precision}" + (" (--precision fp32 for full precision)"
           if precision != "fp32" else ""), flush=True)
-    launch(app, config)
+    launch(app, config, cache_policy=cache_policy)
     return 0
 
 

@@ -12,6 +12,7 @@ import hashlib
 import io
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,8 @@ from srgan.inference import Upscaler
 from srgan.weights import METHOD_WEIGHTS, WEIGHTS, describe, is_available
 
 
+# A reused view older than this has its time refreshed (the cache keeps files by age).
+REFRESH_AFTER_S = 60
 # Pixel-level views stay blocky when the browser scales them (pass to launch(css=...)).
 CSS = "#demo-zoom img { image-rendering: pixelated; }"
 
@@ -88,9 +91,11 @@ def png_file(image: Image.Image, folder: Path, name: str) -> str:
     key = hashlib.sha256(f"{image.mode} {image.size}".encode() + image.tobytes()).hexdigest()[:32]
     path = folder / key / f"{name}.png"
     if path.exists():
-        # Handed out again: young again for the cache's pruning by age (survey.cleanup).
         try:
-            os.utime(path)
+            # Handed out again long after it was written: young again for the cache's pruning by
+            # age (survey.cleanup). Not on every reuse: a served file's time stays as written.
+            if time.time() - path.stat().st_mtime > REFRESH_AFTER_S:
+                os.utime(path)
             return str(path)
         except FileNotFoundError:  # pruned just now: write it again
             pass

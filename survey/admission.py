@@ -15,6 +15,7 @@ and the FastAPI app's middleware list (public: ``launch(app_kwargs=...)``).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 from dataclasses import dataclass
@@ -57,10 +58,28 @@ def room_of(concurrency_id: str | None, study_concurrency_id: str) -> str:
     return STUDY_ROOM if concurrency_id == study_concurrency_id else DEMO_ROOM
 
 
-def client_of(request: Any) -> str:
-    """The client's address as the server sees it (behind a reverse proxy: the proxy's)."""
-    client = getattr(request, "client", None)
-    return getattr(client, "host", None) or "unknown"
+def client_key(host: str | None) -> str:
+    """Whom the per-client limits count: the IPv4 address, or the /64 network of an IPv6 one
+    (one subscriber commonly holds a whole /64, so single IPv6 addresses cost nothing)."""
+    if not host:
+        return "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if address.version == 6 and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
+def client_address(request: Any) -> str:
+    """The client key of the address a request (Gradio's or FastAPI's) came from: behind a
+    reverse proxy, the proxy's unless it forwards the client's in X-Forwarded-For (uvicorn
+    trusts that header from the addresses in FORWARDED_ALLOW_IPS, by default 127.0.0.1)."""
+    client = getattr(request, "client", None) if request is not None else None
+    return client_key(getattr(client, "host", None))
 
 
 # ---------------------------------------------------------------- input types
@@ -171,7 +190,7 @@ def admission_refusal(queue: Any, fn: Any, data: Any, client: str, study_concurr
     limit = limits[room]
     queued, running = _events_of(queue, room, study_concurrency_id)
     if limit.per_client is not None:
-        mine = sum(client_of(event.request) == client for event in queued + running)
+        mine = sum(client_address(event.request) == client for event in queued + running)
         if mine >= limit.per_client:
             return PER_CLIENT_MESSAGE.format(count=mine), "queue_full"
     if len(queued) >= limit.waiting:
@@ -195,7 +214,7 @@ def limit_queue(blocks: gr.Blocks, *, study_concurrency_id: str,
             fn = route_utils.get_fn(blocks, None, body)
         except Exception:  # an unknown function: Gradio answers that itself
             return await original_push(body=body, request=request, username=username)
-        refusal = admission_refusal(queue, fn, body.data, client_of(request), study_concurrency_id, limits)
+        refusal = admission_refusal(queue, fn, body.data, client_address(request), study_concurrency_id, limits)
         if refusal is not None:
             message, state = refusal
             return False, message, state

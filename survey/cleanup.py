@@ -4,12 +4,16 @@
   ``<app dir>/cache`` (``GRADIO_TEMP_DIR`` when that is set), readable by the app's user only,
   not to the machine-wide ``/tmp/gradio``. ``CacheJanitor`` prunes it in the background: files
   older than ``SRGAN_CACHE_MINUTES`` (default 60), then the oldest while it holds more than
-  ``SRGAN_CACHE_MB`` (default 1024); a file younger than 30 s stays (a page may be fetching it).
+  ``SRGAN_CACHE_MB`` (default 1024) and are older than 5 minutes; never a file that a queued or
+  running event names (an upload waiting for its comparison).
 - The Results tab writes its reports to a private temporary folder named by the process
   (``srgan-results-<pid>-*``), removed when the app stops; folders of processes that died
   without stopping are removed at the next start.
 - The admin's ratings CSV is served once: ``OneShotDownloads`` deletes it when it has been
-  downloaded whole, so its address is of no use to anyone afterwards.
+  downloaded whole, so its address is of no use to anyone afterwards (one never fetched goes when
+  the app stops, or after a day).
+- The first SIGTERM or Ctrl-C stops the app; further ones are ignored, so the stop always ends
+  with the database checkpointed.
 """
 
 from __future__ import annotations
@@ -32,9 +36,19 @@ from survey.db import close_engines
 CACHE_MB = 1024
 CACHE_MINUTES = 60.0
 MAX_CHECK_S = 10.0  # how often the janitor looks, at most (a walk of a full cache takes milliseconds)
-# Files younger than this are never pruned for size (a page may be fetching them), so a burst
-# can overshoot the size by what the app writes in this time and one check.
-MAX_GRACE_S = 30.0
+# Files younger than this are never pruned for size. The files a queued or running event names
+# are kept in any case (``files_in_use``), however long the queue; this covers what no queue
+# shows: a page uploads an image when it is chosen, and its person may take a minute or two
+# before pressing Compare; the results a page is still fetching. The price: a burst can
+# overshoot the size by what the app writes in this time and one check (comparisons wrote at
+# most about 10 MB/s here: up to about 3 GB over in a flood). Pruning by age keeps its own rule.
+MAX_GRACE_S = 300.0
+# The admin's ratings CSVs (``OneShotFiles``) under this folder of the cache: each goes once
+# downloaded, or when the app stops. The janitor leaves them to that (the admin may read the
+# report for a while before clicking, and the cache's age may be minutes) unless one is older
+# than a day: an app that runs for weeks keeps no CSV nobody fetched.
+ONCE_FOLDER = "once"
+ONCE_MAX_AGE_S = 24 * 3600.0
 REPORT_PREFIX = "srgan-results-"
 FILE_ROUTE = "/gradio_api/file="  # where Gradio serves files
 
@@ -95,10 +109,13 @@ class Pruned:
 def prune_cache(folder: Path, policy: CachePolicy, *, keep: Iterable[str] = (), now: float | None = None) -> Pruned:
     """Delete files older than the policy's age, then the oldest while the folder holds more
     than its size; never the files in ``keep`` (what the page shows from the start: the
-    examples) nor any younger than the grace period. Empty folders left behind go too."""
+    examples; what queued events will read) nor, for size, any younger than the grace period.
+    Files under ``once/`` only go past ONCE_MAX_AGE_S. Empty folders left behind go too."""
     now = time.time() if now is None else now
     folder = os.path.abspath(folder)  # paths compared with `keep`, which Gradio makes absolute
     keep = {os.path.abspath(path) for path in keep}
+    once = os.path.join(folder, ONCE_FOLDER) + os.sep
+    once_max_age_s = max(ONCE_MAX_AGE_S, policy.max_age_s)
     files = []  # (mtime, size, path)
     for root, _, names in os.walk(folder):
         for name in names:
@@ -112,8 +129,11 @@ def prune_cache(folder: Path, policy: CachePolicy, *, keep: Iterable[str] = (), 
     pruned = Pruned(kept_bytes=sum(size for _, size, _ in files))
     emptied = set()
     for mtime, size, path in files:
-        too_old = mtime < now - policy.max_age_s
-        too_much = pruned.kept_bytes > policy.max_bytes and mtime < now - policy.grace_s
+        if path.startswith(once):
+            too_old, too_much = mtime < now - once_max_age_s, False
+        else:
+            too_old = mtime < now - policy.max_age_s
+            too_much = pruned.kept_bytes > policy.max_bytes and mtime < now - policy.grace_s
         if path in keep or not (too_old or too_much):
             continue
         try:
@@ -174,6 +194,45 @@ def kept_files(blocks) -> set[str]:
     return kept
 
 
+def check_queue(blocks) -> None:
+    """Refuse, at start, a Gradio whose queue ``files_in_use`` cannot read (it would find nothing,
+    and queued uploads would be pruned again without a word)."""
+    queue = getattr(blocks, "_queue", None)
+    if not all(hasattr(queue, name) for name in ("event_queue_per_concurrency_id", "active_jobs")):
+        raise RuntimeError("this Gradio's queue has no event_queue_per_concurrency_id/active_jobs: "
+                           "survey.cleanup.files_in_use needs updating for it")
+
+
+def files_in_use(blocks) -> set[str]:
+    """The files (``"path"`` of any payload) that the events queued or running name: uploads that
+    a comparison waiting its turn will read. With up to 32 comparisons queued at concurrency 1,
+    each seconds long, an upload may wait for minutes; no fixed grace period covers every queue.
+
+    Gradio's queue is private (``Blocks._queue``; ``check_queue`` at start) and changes on the
+    event loop's thread while this reads it from the janitor's: its lists are copied before they
+    are walked, and a walk that races a change raises, so that round prunes nothing."""
+    queue = blocks._queue
+    events = [event for event_queue in list(queue.event_queue_per_concurrency_id.values())
+              for event in list(event_queue.queue)]
+    events += [event for job in list(queue.active_jobs) if job for event in list(job)]
+    paths: set[str] = set()
+    for event in events:
+        body = getattr(event, "data", None)
+        _add_paths(getattr(body, "data", None), paths)
+    return paths
+
+
+def _add_paths(value, paths: set[str]) -> None:
+    if isinstance(value, dict):
+        if isinstance(value.get("path"), str):
+            paths.add(os.path.abspath(value["path"]))
+        for item in list(value.values()):
+            _add_paths(item, paths)
+    elif isinstance(value, (list, tuple)):
+        for item in list(value):
+            _add_paths(item, paths)
+
+
 # ---------------------------------------------------------------- the Results tab's reports
 
 
@@ -220,7 +279,7 @@ class OneShotFiles:
     def add(self, source: Path, cache_dir: Path) -> Path:
         """A private copy of ``source`` under ``cache_dir`` in a folder of a random name (its
         address cannot be guessed); registered to be deleted once downloaded."""
-        folder = Path(cache_dir) / "once" / secrets.token_hex(16)
+        folder = Path(cache_dir) / ONCE_FOLDER / secrets.token_hex(16)
         folder.mkdir(parents=True, mode=0o700)
         target = folder / Path(source).name
         shutil.copyfile(source, target)
@@ -285,8 +344,9 @@ class Housekeeping:
     and checkpoint and close the databases."""
 
     def __init__(self, blocks, *, cache_dir: Path, policy: CachePolicy) -> None:
+        check_queue(blocks)
         self.blocks = blocks
-        self.janitor = CacheJanitor(cache_dir, policy, keep=lambda: kept_files(blocks))
+        self.janitor = CacheJanitor(cache_dir, policy, keep=lambda: kept_files(blocks) | files_in_use(blocks))
         self._stopped = threading.Event()
 
     def start(self) -> Housekeeping:
@@ -298,18 +358,38 @@ class Housekeeping:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        _ignore_stop_signals()  # stopping has begun: a SIGTERM now must not cut it short
         self.blocks.close(verbose=False)  # no request writes after this
         self.janitor.stop()
         ONE_SHOT.clear()
         close_engines()
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
 def stop_on_sigterm() -> None:
     """SIGTERM stops the app as Ctrl-C does (by default it ends Python on the spot, and the
-    database's write-ahead log stays un-checkpointed). Only the main thread can set it."""
+    database's write-ahead log stays un-checkpointed). The first of either stops it; from then
+    on both are ignored: a second one (an impatient Ctrl-C, a service manager that repeats its
+    SIGTERM) would raise KeyboardInterrupt in the middle of the stop and skip the checkpoint.
+    The stop takes seconds (Gradio waits 5 s for open connections); SIGKILL still ends a stuck
+    one. Only the main thread can set handlers: elsewhere this does nothing."""
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _interrupt)
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, _interrupt)
 
 
 def _interrupt(_signum, _frame) -> None:
+    _ignore_stop_signals()
     raise KeyboardInterrupt
+
+
+def _ignore_stop_signals() -> None:
+    """Ignore SIGTERM and SIGINT from now on where they are ours (``stop_on_sigterm``): a process
+    that did not ask for that (a test run calling ``Housekeeping.stop``) keeps its own handlers.
+    Signal handlers run in the main thread, so ``_interrupt`` is always there."""
+    if threading.current_thread() is threading.main_thread():
+        for signum in STOP_SIGNALS:
+            if signal.getsignal(signum) is _interrupt:
+                signal.signal(signum, signal.SIG_IGN)

@@ -19,6 +19,7 @@ import sqlite3
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import (
     Boolean,
@@ -39,6 +40,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 from sqlalchemy.pool import NullPool
+from sqlalchemy.util import asbool
 
 SCHEMA_VERSION = 2  # 2: images.calibration
 LOCK_TIMEOUT_MS = 5000  # how long a write waits for another connection's lock before failing
@@ -268,8 +270,9 @@ def get_engine(db_url: str) -> Engine:
 
 
 def _make_engine(db_url: str) -> Engine:
-    if db_url.startswith("sqlite:///"):
-        Path(db_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    path = sqlite_path(db_url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
     connect_args = {}
     if db_url.startswith("postgresql"):
         # PostgreSQL waits for a lock forever by default; like SQLite's busy timeout, give up
@@ -351,11 +354,19 @@ class DatabaseCheckError(RuntimeError):
 
 
 def sqlite_path(db_url: str) -> Path | None:
-    """The file of a SQLite URL; None for another database or SQLite in memory."""
+    """The file of a SQLite URL (its query, ``?timeout=...`` or a ``file:`` URI's, left out);
+    None for another database or SQLite in memory. Raises sqlalchemy's ArgumentError for a
+    string that is no URL."""
     url = make_url(db_url)
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
         return None
-    return Path(url.database)
+    database = url.database
+    if asbool(url.query.get("uri", False)) and database.startswith("file:"):
+        # sqlite:///file:NAME?mode=...&uri=true: SQLite opens the URI; its file is the path part.
+        database = unquote(urlsplit(database).path)
+        if url.query.get("mode") == "memory" or database in ("", ":memory:"):
+            return None
+    return Path(database)
 
 
 def stimulus_folders(app_dir: Path) -> dict[str, int]:

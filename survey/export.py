@@ -282,6 +282,13 @@ def backup_sqlite(db_url: str, out: str | Path) -> int:
     return ratings
 
 
+def backup_message(database: Path, out: Path, ratings: int) -> str:
+    """What a backup wrote, and how to restore it over ``database``."""
+    return (f"Backup of {database} ({ratings} ratings) written to {out}. To restore: stop the app, delete "
+            f"{database.name}-wal and {database.name}-shm beside {database.name} if they are there, then copy "
+            f"the backup to {database}.")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m survey.export", description="Export or import MOS ratings (CSV).")
     parser.add_argument("--db", help="SQLAlchemy URL (default: env SURVEY_DB_URL or <app dir>/study.sqlite)")
@@ -299,16 +306,16 @@ def main(argv: list[str] | None = None) -> int:
     db_url = args.db or default_db_url(args.app_dir or default_app_dir())
     try:
         if args.command == "export":
-            if db_url.startswith("sqlite:///") and not Path(db_url.removeprefix("sqlite:///").split("?")[0]).is_file():
+            database = sqlite_path(db_url)
+            if database is not None and not database.is_file():
                 # Exporting must not create an empty database where none was.
-                raise store.StudyError(f"No study database at {db_url} (pass --db, or run the study first).")
+                raise store.StudyError(f"No study database at {database} (pass --db, or run the study first).")
             frame = ratings_frame(db_url, args.study)
             write_ratings_csv(frame, args.out)
             print(f"{len(frame)} ratings written to {args.out}")
         elif args.command == "backup":
             ratings = backup_sqlite(db_url, args.out)
-            print(f"Backup of {db_url.removeprefix('sqlite:///')} ({ratings} ratings) written to {args.out}. "
-                  f"To restore: stop the app, delete study.sqlite-wal and -shm, copy the backup to study.sqlite.")
+            print(backup_message(sqlite_path(db_url), Path(args.out), ratings))
         else:
             result = import_ratings(db_url, read_ratings_csv(args.csv), study=args.study)
             print(f"{result['ratings']} ratings imported into {args.study!r}; "

@@ -20,14 +20,11 @@ import argparse
 import io
 import os
 import secrets
-import struct
 import sys
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageCms
 
@@ -50,7 +47,6 @@ CALIBRATION_PHOTOS = {
     **{name: (name, top, left) for name, (top, left) in EXAMPLE_PHOTOS.items()},
 }
 CALIBRATION_PREFIX = "calibration-"  # calibration images' names in the database
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass
@@ -76,33 +72,6 @@ def stimulus_path(app_dir: Path, study: str, file_name: str) -> Path:
     if path.parent != folder:
         raise store.StudyError("Invalid stimulus file name.")
     return path
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def stimulus_png(image: PILImage.Image) -> bytes:
-    """The image's pixels as a lossless 8-bit RGB PNG whose length depends on its width and
-    height alone: deflate's stored (uncompressed) blocks, filter type 0 on every row, and only
-    the IHDR, IDAT and IEND chunks (no profile, gamma, text or time).
-
-    A compressed PNG's size is how compressible the picture is, and that told the methods apart
-    (nearest-neighbour blocks compress best, the HR photograph least); padding a compressed
-    file to a common length would not hide it, as the IDAT chunk's own length still tells.
-    The cost is size: 3 bytes a pixel (197 KB for 256x256, 461 KB for 480x320).
-    """
-    pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    height, width, _ = pixels.shape
-    rows = np.zeros((height, 1 + 3 * width), dtype=np.uint8)  # each row: filter type 0, then RGB
-    rows[:, 1:] = pixels.reshape(height, 3 * width)
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
-    return (
-        PNG_SIGNATURE
-        + _png_chunk(b"IHDR", header)
-        + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 0))
-        + _png_chunk(b"IEND", b"")
-    )
 
 
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
@@ -141,6 +110,22 @@ def to_srgb(image: PILImage.Image) -> PILImage.Image:
     return PILImage.frombytes("RGB", rgb.size, rgb.tobytes())  # a fresh image: nothing in .info
 
 
+def stimulus_png(image: PILImage.Image) -> bytes:
+    """The image as a lossless 8-bit RGB PNG whose length depends on its width and height
+    alone: in sRGB with no metadata (``to_srgb``: no profile, gamma, text, time or
+    transparency chunk; only IHDR, IDAT and IEND) and zlib level 0, whose stored blocks hold
+    the pixel rows as they are.
+
+    A compressed PNG's size is how compressible the picture is, and that told the methods apart
+    (nearest-neighbour blocks compress best, the HR photograph least); padding a compressed
+    file to a common length would not hide it, as the IDAT chunks' own lengths still tell.
+    The cost is size: 3 bytes a pixel (197 KB for 256x256, 461 KB for 480x320).
+    """
+    buffer = io.BytesIO()
+    to_srgb(image).save(buffer, format="PNG", compress_level=0)  # PNG also takes chunks from .info
+    return buffer.getvalue()
+
+
 def _save_png(image: PILImage.Image, folder: Path) -> str:
     """Write atomically under a fresh random name; return the name."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -159,7 +144,7 @@ def _needs_file(engine, app_dir: Path, study: str, image: str, method: str) -> b
 def _add(
     engine, app_dir: Path, study: str, image_name: str, method: str, picture: PILImage.Image, *, calibration: bool = False
 ) -> None:
-    file_name = _save_png(to_srgb(picture), study_dir(app_dir, study))
+    file_name = _save_png(picture, study_dir(app_dir, study))  # in sRGB, untagged: see stimulus_png
     store.register_stimulus(
         engine, study, image=image_name, method=method, file_name=file_name, width=picture.width, height=picture.height,
         calibration=calibration,

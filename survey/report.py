@@ -51,18 +51,18 @@ def read_csv(path: str | Path) -> pd.DataFrame:
 
 def read_db(db_url: str, study: str | None) -> pd.DataFrame:
     # Imported here: the survey app's database layer is optional for a CSV report.
-    from survey.db import display_url
+    from survey.db import display_url, sqlite_path
     from survey.export import ratings_frame
 
-    if db_url.startswith("sqlite:///") and db_url != "sqlite:///:memory:":
+    try:
+        path = sqlite_path(db_url)
         # Reading must not create an empty database where none was.
-        path = Path(db_url.removeprefix("sqlite:///").split("?")[0])
-        if not path.is_file():
+        if path is not None and not path.is_file():
             raise stats.RatingsError(f"cannot read ratings from {display_url(db_url)}: no database file at "
                                      f"{path} (run the study first, or pass --csv)")
-
-    try:
         frame = ratings_frame(db_url, study)
+    except stats.RatingsError:
+        raise
     except Exception as error:  # the database layer raises many kinds; the user needs the text
         raise stats.RatingsError(f"cannot read ratings from {display_url(db_url)}: {error}") from None
     return stats.clean_ratings(frame)

@@ -45,6 +45,7 @@ STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 SCORE_LABELS = {1: "Bad", 2: "Poor", 3: "Fair", 4: "Good", 5: "Excellent"}
 MAX_ID = 2**31 - 1  # ids are INTEGER columns (32-bit on PostgreSQL): larger numbers name nothing
 DEFAULT_ABANDON_MINUTES = 30.0
+CLAIM_CANDIDATES = 4  # abandoned sessions a join reads at once (it may lose some to concurrent joins)
 HANDED_ON = (
     "You were away for a long while, so the images left in your session went to another rater. "
     "Your ratings so far are saved; thank you for taking part!"
@@ -387,34 +388,18 @@ def _take_abandoned_slot(
     """Claim the slot of the first session idle for ``idle`` with stimuli unrated: returns the
     slot and that unrated remainder (what the joining rater will rate), or None.
 
-    The claim moves the slot off the abandoned session (UNIQUE(study, slot) then lets only one
-    joiner have it), and is checked again once this transaction holds the row: a session that
-    came back in between is left alone.
+    The database picks the candidates (finished sessions keep their slot for good, so a join
+    must not read them all back). The claim moves the slot off the abandoned session
+    (UNIQUE(study, slot) then lets only one joiner have it), and is checked again once this
+    transaction holds the row: a session that came back in between is left alone.
     """
     cutoff = utc_now() - idle
-    unrated = (Presentation.is_calibration.is_(False)) & (Presentation.is_repeat.is_(False)) & Rating.id.is_(None)
-    candidates = session.execute(
-        select(
-            RatingSession.id,
-            RatingSession.slot,
-            RatingSession.created_at,
-            func.max(Presentation.shown_at),
-            func.max(Presentation.acknowledged_at),
-            func.count(Presentation.id).filter(unrated),
-        )
-        .join(Presentation, Presentation.session_id == RatingSession.id)
-        .outerjoin(Rating, Rating.presentation_id == Presentation.id)
-        .where(RatingSession.study_id == study_id, RatingSession.slot.is_not(None))
-        .group_by(RatingSession.id, RatingSession.slot, RatingSession.created_at)
-        .order_by(RatingSession.slot)
-    ).all()
     by_id = {key[0]: key for key in stimuli}
-    for session_id, slot, created, shown, acknowledged, n_unrated in candidates:
-        if n_unrated == 0 or max(t for t in (created, shown, acknowledged) if t is not None) > cutoff:
-            continue
+    lost = False
+    for session_id, slot in session.execute(_abandoned_sessions(study_id, cutoff)).all():
         remainder = _unrated_remainder(session, session_id)
         if not any(stimulus_id in by_id for stimulus_id in remainder):
-            continue  # nothing of it can be shown any more (files gone): nothing to hand on
+            continue  # rated or its files gone since the query: nothing to hand on
         claimed = session.execute(
             update(RatingSession)
             .where(RatingSession.id == session_id, RatingSession.slot == slot)
@@ -422,12 +407,54 @@ def _take_abandoned_slot(
             .execution_options(synchronize_session=False)
         ).rowcount
         if claimed != 1:
-            raise _SlotChanged()  # another joiner took it first
+            lost = True  # another joiner took it first: try the next
+            continue
         # Now that this transaction holds the row, look again: the rater may have just come back.
         if _last_active(session, session_id) > cutoff or _unrated_remainder(session, session_id) != remainder:
             raise _SlotChanged()
         return slot, [by_id[stimulus_id] for stimulus_id in remainder if stimulus_id in by_id]
+    if lost:
+        raise _SlotChanged()  # every candidate read was taken by others: there may be more, look again
     return None
+
+
+def _abandoned_sessions(study_id: int, cutoff: datetime, *, limit: int = CLAIM_CANDIDATES):
+    """(id, slot) of sessions holding a slot, with a stimulus of their plan unrated (its file
+    there) and idle since ``cutoff`` at least (joined, shown nothing and acknowledged nothing
+    after it: see _last_active). The first few by slot, so a joiner who loses one to another
+    can try the next. The test of finished sessions (each keeps its slot for good) runs in the
+    database, on the indexes of presentations and ratings: no row of theirs comes back."""
+    unrated = (
+        select(Presentation.id)
+        .where(
+            Presentation.session_id == RatingSession.id,
+            Presentation.is_calibration.is_(False),
+            Presentation.is_repeat.is_(False),
+            ~select(Rating.id).where(Rating.presentation_id == Presentation.id).exists(),
+            select(Stimulus.id).where(Stimulus.id == Presentation.stimulus_id, Stimulus.file_name.is_not(None)).exists(),
+        )
+        .exists()
+    )
+    active_since = (
+        select(Presentation.id)
+        .where(
+            Presentation.session_id == RatingSession.id,
+            (Presentation.shown_at > cutoff) | (Presentation.acknowledged_at > cutoff),
+        )
+        .exists()
+    )
+    return (
+        select(RatingSession.id, RatingSession.slot)
+        .where(
+            RatingSession.study_id == study_id,
+            RatingSession.slot.is_not(None),
+            RatingSession.created_at <= cutoff,
+            unrated,
+            ~active_since,
+        )
+        .order_by(RatingSession.slot)
+        .limit(limit)
+    )
 
 
 def _create_session(engine: Engine, rater_id: int, study_id: int, *, idle: timedelta) -> None:
@@ -585,31 +612,41 @@ def acknowledge_calibration(engine: Engine, code: str, study: str, presentation_
     return next_item(engine, code, study)
 
 
+TOO_FAST = "too fast"
+
+
 @dataclass(frozen=True)
 class RatingResult:
-    status: str  # "saved" or "already saved"
-    item: Item  # what to show next
+    status: str  # "saved", "already saved", or TOO_FAST (nothing stored, nothing marked shown)
+    item: Item | None  # what to show next; None when TOO_FAST (the same image stays on screen)
 
 
-def submit_rating(engine: Engine, code: str, study: str, presentation_id: object, score: object) -> RatingResult:
+def submit_rating(
+    engine: Engine, code: str, study: str, presentation_id: object, score: object, *, min_response_ms: int = 0
+) -> RatingResult:
     """Store one rating, committed at once.
 
     The same score sent again is acknowledged as "already saved"; a different score for a rated
     image, a rating for an image not yet shown or not the current one, is refused: never a
-    second vote.
+    second vote. A rating sooner than ``min_response_ms`` after its image was shown is not
+    stored (status TOO_FAST): the floor is checked against the shown time the rating would
+    store, in the same transaction.
     """
     code = check_rater_code(code)
     pid = parse_presentation_id(presentation_id)
     value = parse_score(score)
+    floor = timedelta(milliseconds=min_response_ms or 0)
     try:
         with Session(engine) as session, session.begin():
-            status = _store_rating(session, code, study, pid, value)
+            status = _store_rating(session, code, study, pid, value, floor=floor)
     except IntegrityError:
         # A concurrent submission of the same presentation won: report what is stored.
         with Session(engine) as session:
             status = _existing_rating_status(session, pid, value)
             if status is None:
                 raise
+    if status == TOO_FAST:
+        return RatingResult(status=status, item=None)  # showing the item again would restart its clock
     try:
         item = next_item(engine, code, study)
     except SQLAlchemyError as error:  # the rating is safe: say so, not "not saved"
@@ -629,7 +666,7 @@ def _existing_rating_status(session: Session, pid: int, score: int) -> str | Non
     )
 
 
-def _store_rating(session: Session, code: str, study: str, pid: int, score: int) -> str:
+def _store_rating(session: Session, code: str, study: str, pid: int, score: int, *, floor: timedelta) -> str:
     _, rating_session, _ = _session_of(session, code, study)
     presentation = session.get(Presentation, pid)
     if presentation is None or presentation.session_id != rating_session.id:
@@ -646,6 +683,8 @@ def _store_rating(session: Session, code: str, study: str, pid: int, score: int)
         raise StudyError("This image is not the one to rate now (an old or replayed page?); please reload.")
     answered_at = utc_now()
     shown_at = presentation.shown_at
+    if answered_at - shown_at < floor:
+        return TOO_FAST  # nothing stored: the rater looks at the image, then presses again
     session.add(
         Rating(
             presentation_id=pid,
@@ -705,8 +744,3 @@ def session_plan(engine: Engine, code: str, study: str) -> list[dict]:
             }
             for p, image_id, method in rows
         ]
-
-
-def shown_at_of(engine: Engine, presentation_id: int) -> datetime | None:
-    with Session(engine) as session:
-        return session.scalar(select(Presentation.shown_at).where(Presentation.id == presentation_id))

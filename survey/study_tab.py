@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import base64
 import hmac
-import ipaddress
 import logging
 import os
 import threading
@@ -39,7 +38,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from survey import store
-from survey.db import Rater, RatingSession, SchemaVersionError, Study, get_engine, utc_now
+from survey.admission import client_address
+from survey.db import Rater, RatingSession, SchemaVersionError, Study, get_engine
 from survey.prepare import stimulus_path
 
 log = logging.getLogger(__name__)
@@ -268,29 +268,6 @@ class JoinLimiter:
         return len(self._joins)
 
 
-def client_key(host: str | None) -> str:
-    """What the join limit counts by: the IPv4 address, or the /64 network of an IPv6 one
-    (one subscriber commonly holds a whole /64, so single IPv6 addresses cost nothing)."""
-    if not host:
-        return "unknown"
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return host
-    if address.version == 6 and address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    if address.version == 6:
-        return str(ipaddress.ip_network(f"{address}/64", strict=False))
-    return str(address)
-
-
-def client_address(request: gr.Request | None) -> str:
-    """The join-limit key of the address a request came from (the proxy's unless it forwards
-    the client's: see the module's docstring)."""
-    client = getattr(request, "client", None) if request is not None else None
-    return client_key(getattr(client, "host", None))
-
-
 def _as_text(value: object) -> str | None:
     """A text input stripped, "" for nothing, None for a value of another type (refused)."""
     if value is None:
@@ -345,13 +322,16 @@ def _has_session(engine, code: str, study: str) -> bool:
 
 
 def build_study_tab(*, db_url: str, app_dir: Path, study: str = "examples", join_key: str | None = None,
-                    joins_per_hour: int | None = JOINS_PER_HOUR, min_rating_ms: int | None = MIN_RATING_MS) -> None:
+                    joins_per_hour: int | None = JOINS_PER_HOUR, min_rating_ms: int | None = MIN_RATING_MS,
+                    idle: timedelta | None = None) -> None:
     """Build the tab's components and events inside the current ``gr.Blocks``.
 
     ``join_key``: new raters must bring it (invitation link ``?key=KEY``); None: open study.
     ``joins_per_hour``: new raters per client address per hour (None or 0: no limit).
     ``min_rating_ms``: ratings sooner than this after their image was shown are refused
     (None or 0: no floor). Load tests of capacity turn the last two off.
+    ``idle``: how long a session sits idle before a new rater takes over its unrated images
+    (None: SURVEY_ABANDON_MINUTES, read once here; see survey.store).
     """
     app_dir = Path(app_dir)
     store.check_study_name(study)
@@ -359,7 +339,7 @@ def build_study_tab(*, db_url: str, app_dir: Path, study: str = "examples", join
     if joins_per_hour is not None and joins_per_hour < 0 or min_rating_ms is not None and min_rating_ms < 0:
         raise ValueError("joins_per_hour and min_rating_ms must be 0 (no limit) or more.")
     joins = JoinLimiter(joins_per_hour)
-    rating_floor = timedelta(milliseconds=min_rating_ms or 0)
+    idle = store.idle_limit() if idle is None else idle  # once: a bad value warns once, not at every join
 
     def engine():
         return get_engine(db_url)
@@ -384,7 +364,8 @@ def build_study_tab(*, db_url: str, app_dir: Path, study: str = "examples", join
                 refusal = None if joined else _key_refusal(key)
                 if refusal:
                     return Outcome(False, "refused", refusal, None)
-            return _guarded(lambda: (store.join_study(engine(), code, study), "resumed", "Welcome back."), code=code)
+            return _guarded(lambda: (store.join_study(engine(), code, study, idle=idle), "resumed", "Welcome back."),
+                            code=code)
         refusal = _key_refusal(key)
         if refusal:
             return Outcome(False, "refused", refusal, None)
@@ -406,7 +387,7 @@ def build_study_tab(*, db_url: str, app_dir: Path, study: str = "examples", join
             f"Your rater code is **{code}**. Keep this page's address (it now ends with "
             f"`?rater={code}`) to continue later, on any device."
         )
-        return _guarded(lambda: (store.join_study(engine(), code, study), "joined", welcome), code=code)
+        return _guarded(lambda: (store.join_study(engine(), code, study, idle=idle), "joined", welcome), code=code)
 
     def _key_refusal(key: object) -> str | None:
         """None when the study is open or the key is right; else what the rater should do."""
@@ -438,14 +419,9 @@ def build_study_tab(*, db_url: str, app_dir: Path, study: str = "examples", join
             return Outcome(False, "refused", BAD_CODE_TYPE, None)
 
         def action():
-            store.check_rater_code(code)
-            pid = store.parse_presentation_id(presentation_id)
-            store.parse_score(score)
-            if rating_floor:
-                shown_at = store.shown_at_of(engine(), pid)
-                if shown_at is not None and utc_now() - shown_at < rating_floor:
-                    raise store.StudyError(TOO_FAST)  # nothing stored; the rater presses again
-            result = store.submit_rating(engine(), code, study, pid, score)
+            result = store.submit_rating(engine(), code, study, presentation_id, score, min_response_ms=min_rating_ms)
+            if result.status == store.TOO_FAST:
+                raise store.StudyError(TOO_FAST)  # nothing stored; the rater presses again
             message = "Saved." if result.status == "saved" else "Already saved: your rating counts once."
             return result.item, result.status, message
 

@@ -18,6 +18,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -262,26 +263,112 @@ def test_backup_copies_a_live_database_whole(tmp_path: Path, capsys: pytest.Capt
     assert "pg_dump" in capsys.readouterr().err
 
 
+def test_backup_says_how_to_restore_the_database_it_copied(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    database = tmp_path / "app" / "ratings.db"  # not the default name
+    db_url = f"sqlite:///{database}?timeout=5"
+    loadtest.prepare_load_study(db_url=db_url, app_dir=tmp_path / "app", study=STUDY, stimuli=STIMULI)
+    db.close_engines()
+    assert export.main(["--db", db_url, "backup", "--out", str(tmp_path / "copy.db")]) == 0
+    said = capsys.readouterr().out
+    assert f"Backup of {database} (0 ratings)" in said and "study.sqlite" not in said
+    assert "delete ratings.db-wal and ratings.db-shm" in said and f"copy the backup to {database}." in said
+
+
+def test_every_form_of_sqlite_url_names_its_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The engine, export, report and the backup read a SQLite URL's file one way (db.sqlite_path):
+    a driver name, a query or a file: URI changes nothing."""
+    from survey import report, stats
+
+    file = tmp_path / "s.sqlite"
+    assert {url: db.sqlite_path(url) for url in (
+        f"sqlite:///{file}", f"sqlite+pysqlite:///{file}?timeout=5", f"sqlite:///file:{file}?mode=rwc&uri=true",
+        "sqlite:///relative/s.sqlite", "sqlite://", "sqlite:///:memory:", "sqlite:///file:m?mode=memory&uri=true",
+        "postgresql+psycopg://u:pw@127.0.0.1:1/x",
+    )} == {
+        f"sqlite:///{file}": file, f"sqlite+pysqlite:///{file}?timeout=5": file,
+        f"sqlite:///file:{file}?mode=rwc&uri=true": file, "sqlite:///relative/s.sqlite": Path("relative/s.sqlite"),
+        "sqlite://": None, "sqlite:///:memory:": None, "sqlite:///file:m?mode=memory&uri=true": None,
+        "postgresql+psycopg://u:pw@127.0.0.1:1/x": None,
+    }
+    missing = tmp_path / "none.sqlite"
+    url = f"sqlite+pysqlite:///{missing}?timeout=5"
+    assert export.main(["--db", url, "export", "--out", str(tmp_path / "o.csv")]) == 2  # reading makes no database
+    assert f"No study database at {missing} " in capsys.readouterr().err
+    with pytest.raises(stats.RatingsError, match="no database file at"):
+        report.read_db(url, None)
+    assert not missing.exists()
+    new = tmp_path / "new" / "folder" / "s.sqlite"  # the engine makes the folder, whatever the form
+    db.get_engine(f"sqlite+pysqlite:///{new}?timeout=5")
+    db.close_engines()
+    assert new.is_file()
+
+
 # ---------------------------------------------------------------- the cache
 
 
 def test_prune_cache_by_age_then_size(tmp_path: Path) -> None:
     now = 1_000_000.0
-    policy = cleanup.CachePolicy(max_bytes=3000, max_age_s=3600)  # grace: 30 s
-    ages = {"old": 7200, "a": 600, "b": 500, "c": 400, "fresh": 10, "example": 9000}
+    policy = cleanup.CachePolicy(max_bytes=2000, max_age_s=3600)  # grace for size: 300 s
+    ages = {"old": 7200, "a": 600, "b": 500, "c": 400, "recent": 60, "fresh": 10, "example": 9000,
+            "once/csv": 7200, "once/stale": 2 * 86400}  # once/: the admin's CSVs, downloaded once
     for name, age in ages.items():
-        path = tmp_path / name / f"{name}.png"
-        path.parent.mkdir()
+        path = tmp_path / name / f"{Path(name).name}.png"
+        path.parent.mkdir(parents=True)
         path.write_bytes(b"x" * 1000)
         os.utime(path, (now - age, now - age))
         os.utime(path.parent, (now - age, now - age))
     pruned = cleanup.prune_cache(tmp_path, policy, keep=[str(tmp_path / "example" / "example.png")], now=now)
-    left = sorted(p.parent.name for p in tmp_path.rglob("*.png"))
-    # "old" by age; then the oldest ("a", "b") until 3000 bytes; the kept example and the fresh
-    # file stay whatever their age or the size.
-    assert left == ["c", "example", "fresh"]
-    assert (pruned.files, pruned.kept_bytes) == (3, 3000)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "example", "fresh"]  # empty folders gone
+    left = sorted(str(p.parent.relative_to(tmp_path)) for p in tmp_path.rglob("*.png"))
+    # "old" by age, a CSV not fetched in a day too; then the oldest ("a", "b", "c") while over
+    # 2000 bytes. The kept example, the files younger than 5 minutes and a CSV younger than a day
+    # stay whatever their age or the size (4000 bytes: a burst overshoots the size for minutes).
+    assert left == ["example", "fresh", "once/csv", "recent"]
+    assert (pruned.files, pruned.kept_bytes) == (5, 4000)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["example", "fresh", "once", "recent"]  # empty folders gone
+
+
+@pytest.mark.e2e  # a real Gradio server
+def test_an_upload_waiting_in_the_queue_is_never_pruned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """However long the queue: a comparison's upload waits behind one that holds the only worker
+    while the cache is pruned as if it were an hour old and over its size; it still runs."""
+    import gradio as gr
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))  # the server's uploads: this test's own folder
+    release = threading.Event()
+    with gr.Blocks() as blocks:
+        text, upload, out = gr.Textbox(), gr.File(type="filepath"), gr.Textbox()
+        one_worker = dict(concurrency_id="one", concurrency_limit=1)
+        gr.Button().click(lambda value: release.wait(60) and value, text, out, api_name="hold", **one_worker)
+        gr.Button().click(lambda path: Path(path).read_text(), upload, out, api_name="read", **one_worker)
+    blocks.queue()
+    housekeeping = cleanup.Housekeeping(blocks, cache_dir=cache, policy=cleanup.CachePolicy(max_bytes=1, max_age_s=60))
+    blocks.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(blocks.local_url, verbose=False, download_files=False)
+        holding = client.submit("held", api_name="/hold")
+        source = tmp_path / "upload.txt"
+        source.write_text("the upload")
+        _wait_for(lambda: any(blocks._queue.active_jobs), "the first event running")
+        waiting = client.submit(handle_file(str(source)), api_name="/read")
+        _wait_for(lambda: cleanup.files_in_use(blocks), "the upload's event in the queue")
+        (uploaded,) = cleanup.files_in_use(blocks)
+        assert Path(uploaded).is_relative_to(cache) and Path(uploaded).is_file()
+        pruned = cleanup.prune_cache(cache, housekeeping.janitor.policy, keep=housekeeping.janitor.keep(),
+                                     now=time.time() + 3600)
+        assert Path(uploaded).is_file() and pruned.kept_bytes == len("the upload")
+        release.set()
+        assert holding.result(timeout=60) == "held" and waiting.result(timeout=60) == "the upload"
+    finally:
+        release.set()
+        blocks.close()
+
+
+def _wait_for(condition, what: str) -> None:
+    deadline = time.monotonic() + 60  # a bound for a hung server, not a timing check
+    while not condition():
+        assert time.monotonic() < deadline, f"waited a minute for {what}"
+        time.sleep(0.05)
 
 
 def test_report_folders_of_dead_processes_are_removed(tmp_path: Path) -> None:
@@ -317,7 +404,9 @@ def _status(url: str) -> int:
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory):
-    """One app with a small cache (1 MB, files kept 6 s) and a rater's ratings in its -wal."""
+    """One app with a small cache (1 MB, files kept 6 s) and a rater's ratings in its -wal. The
+    ratings CSV under cache/once/ is not pruned by that age (only a day), so the download tests
+    may fetch it as late as a loaded machine makes them."""
     app_dir = tmp_path_factory.mktemp("running") / "app"
     db_url = _prepared(app_dir)
     db.close_engines()
@@ -397,6 +486,15 @@ def test_sigterm_checkpoints_and_removes_what_the_run_made(running, tmp_path: Pa
     once = list((app_dir / "cache" / "once").rglob("*.csv"))
     assert once and list(Path(tempfile.gettempdir()).glob(f"{cleanup.REPORT_PREFIX}{process.pid}-*"))
     assert (app_dir / "study.sqlite-wal").stat().st_size > 0
-    assert _stop(process, signal.SIGTERM) == 0
+    # A SIGTERM, then more (SIGTERM and Ctrl-C) while it stops: they are ignored, and the stop
+    # (Gradio's 5 s wait for connections, then the checkpoint) completes.
+    process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 60  # a bound for a hung stop, not a timing check
+    while process.poll() is None and time.monotonic() < deadline:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            time.sleep(0.05)
+            if process.poll() is None:
+                process.send_signal(signum)
+    assert process.wait(timeout=10) == 0
     _assert_stopped_cleanly(app_dir, process.pid, given, tmp_path)
     assert not any(path.exists() for path in once)  # a CSV never fetched goes with the app

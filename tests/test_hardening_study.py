@@ -17,9 +17,10 @@ from datetime import timedelta
 import numpy as np
 import pytest
 from PIL import Image, ImageCms
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, insert, select, update
 
 from conftest import CHROMIUM_ARGS
+from srgan.images import PNG_SIGNATURE
 from survey import db, prepare, protocol, store
 from survey.db import Presentation, Rating, RatingSession, Stimulus
 from test_postgres import postgres_database
@@ -227,6 +228,105 @@ def test_concurrent_joins_take_each_abandoned_slot_once(engine):
         assert rated == {key[0] for key in window}
 
 
+def sessions_by_slot(engine, study) -> dict[int, list[dict]]:
+    """Each slot-holding session's plan, by slot."""
+    with engine.connect() as connection:
+        codes = connection.execute(
+            select(RatingSession.slot, db.Rater.code).join(db.Rater, RatingSession.rater_id == db.Rater.id)
+            .where(RatingSession.slot.is_not(None))).all()
+    return {slot: store.session_plan(engine, code, study) for slot, code in codes}
+
+
+def finish_every_session(engine, *, ago: timedelta) -> None:
+    """Every presentation rated (or acknowledged) and every session last active ``ago``, in SQL:
+    the state of a study that has collected its ratings."""
+    then = db.utc_now() - ago
+    with engine.begin() as connection:
+        connection.execute(update(RatingSession).values(created_at=then))
+        connection.execute(update(Presentation).values(shown_at=then))
+        connection.execute(update(Presentation).where(Presentation.is_calibration.is_(True)).values(acknowledged_at=then))
+        connection.execute(insert(Rating).from_select(
+            ["presentation_id", "score", "shown_at", "answered_at", "response_ms"],
+            select(Presentation.id, 3, Presentation.shown_at, Presentation.shown_at, 1000)
+            .where(Presentation.is_calibration.is_(False), Presentation.id.not_in(select(Rating.presentation_id)))))
+
+
+def rows_a_join_reads(engine, study) -> int:
+    """How many rows the database hands back to one new rater's join (its SELECTs run again)."""
+    statements = []
+
+    def record(_connection, _cursor, statement, parameters, _context, _executemany):
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        store.join_study(engine, store.new_rater(engine, consent=True), study, idle=timedelta(minutes=30))
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    with engine.connect() as connection:
+        return sum(len(connection.exec_driver_sql(statement, parameters).all()) for statement, parameters in statements)
+
+
+def test_a_join_reads_no_row_of_the_finished_sessions(engine):
+    """Finished sessions keep their slot for good; the search for an abandoned one runs in the
+    database, so what a join reads does not grow with them. Before, it read back one row per
+    session ever created (40 more sessions: 40 more rows)."""
+    study = make_study(engine, n_images=6, per_rater=8, repeats=1)
+    read = []
+    for _ in range(2):
+        for _ in range(40):
+            store.join_study(engine, store.new_rater(engine, consent=True), study, idle=timedelta(days=1))
+        finish_every_session(engine, ago=timedelta(days=2))  # long past the idle limit: only finished
+        read.append(rows_a_join_reads(engine, study))
+    assert read[0] == read[1]  # (37 each; before: 78, then 119)
+
+
+def test_what_counts_as_abandoned_is_decided_in_the_database(engine):
+    """Sessions a join must leave alone, more of them than it reads at once, ahead (by slot) of
+    the one it must take: its unrated images' files gone, finished, only a hidden duplicate left,
+    shown an image or past an example since the limit."""
+    study = make_study(engine, n_images=12, per_rater=4, repeats=1)  # 48 stimuli: slots 0-11 disjoint
+    codes = [store.new_rater(engine, consent=True) for _ in range(10)]
+    for code in codes:
+        store.join_study(engine, code, study, idle=timedelta(days=1))
+    plans = sessions_by_slot(engine, study)
+    assert sorted(plans) == list(range(10))
+    hours_ago, now = db.utc_now() - timedelta(hours=2), db.utc_now()
+    fileless = 1 + store.CLAIM_CANDIDATES
+    with engine.begin() as connection:
+        connection.execute(update(RatingSession).values(created_at=hours_ago))
+        connection.execute(update(Presentation).where(Presentation.shown_at.is_not(None)).values(shown_at=hours_ago))
+        gone = {p["stimulus_id"] for slot in range(fileless) for p in plans[slot] if not p["is_calibration"]}
+        connection.execute(update(Stimulus).where(Stimulus.id.in_(gone)).values(file_name=None))
+
+        def rate_all(slot, *, repeats):
+            for p in plans[slot]:
+                if not p["is_calibration"] and (repeats or not p["is_repeat"]):
+                    connection.execute(insert(Rating).values(presentation_id=p["presentation_id"], score=3,
+                                                             shown_at=hours_ago, answered_at=hours_ago, response_ms=900))
+
+        finished, duplicate_left, shown_since, acknowledged_since, abandoned = range(fileless, fileless + 5)
+        rate_all(finished, repeats=True)
+        rate_all(duplicate_left, repeats=False)
+        connection.execute(update(Presentation).where(Presentation.id == plans[shown_since][-1]["presentation_id"])
+                           .values(shown_at=now))
+        connection.execute(update(Presentation).where(Presentation.id == plans[acknowledged_since][0]["presentation_id"])
+                           .values(acknowledged_at=now))
+    assert plans[acknowledged_since][0]["is_calibration"] and any(p["is_repeat"] for p in plans[duplicate_left])
+
+    joiner = store.new_rater(engine, consent=True)
+    store.join_study(engine, joiner, study, idle=timedelta(minutes=10))
+    plan = store.session_plan(engine, joiner, study)
+    assert plan[0]["slot"] == abandoned
+    assert ({p["stimulus_id"] for p in plan if not p["is_calibration"]}
+            == {p["stimulus_id"] for p in plans[abandoned] if not p["is_calibration"]})
+    assert store.join_study(engine, codes[abandoned], study).done  # its rater finds it finished
+    # Nothing else may be taken: the next joiner gets a new slot.
+    store.join_study(engine, store.new_rater(engine, consent=True), study, idle=timedelta(minutes=10))
+    assert sorted(sessions_by_slot(engine, study)) == list(range(11))
+
+
 def test_idle_limit_comes_from_the_environment(monkeypatch):
     monkeypatch.delenv("SURVEY_ABANDON_MINUTES", raising=False)
     assert store.idle_limit() == timedelta(minutes=30)
@@ -242,7 +342,7 @@ def test_idle_limit_comes_from_the_environment(monkeypatch):
 
 def chunks(data: bytes) -> list[tuple[bytes, bytes]]:
     """(type, data) of each chunk, checking the signature and every CRC."""
-    assert data[:8] == prepare.PNG_SIGNATURE
+    assert data[:8] == PNG_SIGNATURE
     found, at = [], 8
     while at < len(data):
         (length,) = struct.unpack(">I", data[at : at + 4])
@@ -252,6 +352,11 @@ def chunks(data: bytes) -> list[tuple[bytes, bytes]]:
         found.append((kind, body))
         at += 12 + length
     return found
+
+
+def chunk_kinds(data: bytes) -> list[bytes]:
+    """The kinds of chunk, in order, each once (Pillow splits the pixels over several IDATs)."""
+    return list(dict.fromkeys(kind for kind, _ in chunks(data)))
 
 
 def adobe_like_icc() -> bytes:
@@ -312,9 +417,14 @@ def test_a_stimulus_file_length_depends_on_its_pixel_size_alone(size):
                           np.ones((4, 4, 1), np.uint8))[:height, :width],  # nearest-neighbour-like
     }
     files = {name: prepare.stimulus_png(Image.fromarray(pixels)) for name, pixels in pictures.items()}
+    # Metadata a picture carries (an sRGB profile, a transparent colour) is not written.
+    tagged = Image.fromarray(pictures["noise"])
+    tagged.info.update(icc_profile=ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes(),
+                       transparency=(0, 0, 0), gamma=0.45)
+    files["tagged"], pictures["tagged"] = prepare.stimulus_png(tagged), pictures["noise"]
     assert len(set(map(len, files.values()))) == 1
     for name, data in files.items():
-        assert [kind for kind, _ in chunks(data)] == [b"IHDR", b"IDAT", b"IEND"]
+        assert chunk_kinds(data) == [b"IHDR", b"IDAT", b"IEND"]
         assert chunks(data)[0][1] == struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
         back = Image.open(io.BytesIO(data))
         assert back.mode == "RGB" and back.info == {}
@@ -349,7 +459,7 @@ def test_stimuli_of_one_image_are_identical_in_size_and_form_and_the_original_is
              for image in ("wide", "plain") for method in ("nearest", "bicubic", "hr")}
     assert len({len(data) for data in rated.values()}) == 1  # 48x40 each: one length
     for data in files.values():  # calibration images too: nothing but pixels
-        assert [kind for kind, _ in chunks(data)] == [b"IHDR", b"IDAT", b"IEND"]
+        assert chunk_kinds(data) == [b"IHDR", b"IDAT", b"IEND"]
         assert "icc_profile" not in Image.open(io.BytesIO(data)).info
 
     original = picture.crop((0, 0, 48, 40))

@@ -8,6 +8,7 @@ screening that notices scripted raters, on simulated frames.
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import sqlite3
 from contextlib import contextmanager
@@ -17,9 +18,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from sqlalchemy import select, update
 
 from conftest import CHROMIUM_ARGS, free_port
 from survey import db, prepare, report, screening, stats, store, study_tab
+from survey.admission import client_key
 from survey.simulate import simulate_study
 
 STUDY = "stuffing"
@@ -178,6 +181,71 @@ def test_a_rating_faster_than_a_person_can_look_is_refused_and_not_stored(prepar
             assert connection.execute("SELECT response_ms FROM ratings").fetchone()[0] >= 60_000
 
 
+def test_the_store_keeps_the_rating_floor_in_the_rating_transaction(tmp_path):
+    """The floor is compared with the shown time the rating itself stores, in one transaction:
+    nothing stored and the image not marked shown again when too fast (before, the tab read the
+    shown time apart, so a page reload in between could store a rating faster than the floor)."""
+    url = f"sqlite:///{tmp_path / 'floor.sqlite'}"
+    engine = db.get_engine(url)
+    try:
+        store.ensure_study(engine, "floor", repeats=0, calibration_images=0)
+        for image in ("a", "b"):
+            store.register_stimulus(engine, "floor", image=image, method="hr", file_name=f"{image}.png", width=8,
+                                    height=8)
+        code = store.new_rater(engine, consent=True)
+        item = store.join_study(engine, code, "floor")
+        shown = shown_at(engine, item.presentation_id)
+
+        result = store.submit_rating(engine, code, "floor", item.presentation_id, 4, min_response_ms=60_000)
+        assert result.status == store.TOO_FAST and result.item is None
+        assert store.session_ratings(engine, code, "floor") == []
+        assert shown_at(engine, item.presentation_id) == shown  # the clock was not restarted
+
+        with engine.begin() as connection:
+            connection.execute(update(db.Presentation).where(db.Presentation.id == item.presentation_id)
+                               .values(shown_at=shown - timedelta(minutes=2)))
+        result = store.submit_rating(engine, code, "floor", item.presentation_id, 4, min_response_ms=60_000)
+        assert result.status == "saved" and result.item.presentation_id != item.presentation_id
+        with engine.connect() as connection:
+            assert connection.scalar(select(db.Rating.response_ms)) >= 60_000
+        # Without a floor (the default) a rating is taken at once.
+        assert store.submit_rating(engine, code, "floor", result.item.presentation_id, 2).status == "saved"
+    finally:
+        db.dispose_engine(url)
+
+
+def shown_at(engine, presentation_id: int):
+    with engine.connect() as connection:
+        return connection.scalar(select(db.Presentation.shown_at).where(db.Presentation.id == presentation_id))
+
+
+@pytest.mark.e2e  # a server
+def test_the_tab_reads_the_abandon_limit_once_when_built(prepared, tmp_path, monkeypatch, caplog):
+    """SURVEY_ABANDON_MINUTES is read when the tab is built: a bad value warns once (before, at
+    every join), and changing it later changes nothing until a restart."""
+    monkeypatch.setenv("SURVEY_ABANDON_MINUTES", "soon")  # not minutes: the default 30, with a warning
+    with caplog.at_level(logging.WARNING, logger="survey.store"), \
+            serve(prepared, tmp_path, joins_per_hour=0, min_rating_ms=0) as (client, db_path, _):
+        engine = db.get_engine(f"sqlite:///{db_path}")
+        store.set_study_options(engine, STUDY, per_rater=3, repeats=0, calibration_images=0)  # 3 of 9 each
+        monkeypatch.setenv("SURVEY_ABANDON_MINUTES", "0")  # would hand every session on at once
+        first = client.predict("", True, api_name="/study_join")["code"]
+        second = client.predict("", True, api_name="/study_join")["code"]  # the first idle for seconds only
+        with sqlite3.connect(db_path) as connection:  # the first idle for an hour: past the 30 minutes
+            hour_ago = (db.utc_now() - timedelta(hours=1)).isoformat(sep=" ")
+            session = "(SELECT s.id FROM rating_sessions s JOIN raters r ON r.id = s.rater_id WHERE r.code = ?)"
+            connection.execute(f"UPDATE rating_sessions SET created_at = ? WHERE id = {session}", (hour_ago, first))
+            connection.execute(f"UPDATE presentations SET shown_at = ? WHERE shown_at IS NOT NULL AND session_id = "
+                               f"{session}", (hour_ago, first))
+        third = client.predict("", True, api_name="/study_join")["code"]
+        with sqlite3.connect(db_path) as connection:
+            slots = dict(connection.execute(
+                "SELECT r.code, s.slot FROM rating_sessions s JOIN raters r ON r.id = s.rater_id").fetchall())
+    assert slots == {first: None, second: 1, third: 0}
+    warnings = [r for r in caplog.records if "SURVEY_ABANDON_MINUTES" in r.getMessage()]
+    assert len(warnings) == 1
+
+
 def test_join_limiter_window_release_and_bounded_memory():
     now = [0.0]
     limiter = study_tab.JoinLimiter(2, window_s=3600, max_clients=3, clock=lambda: now[0])
@@ -197,13 +265,13 @@ def test_join_limiter_window_release_and_bounded_memory():
 
 
 def test_the_join_limit_counts_ipv6_clients_by_their_64_network():
-    assert study_tab.client_key("203.0.113.7") == "203.0.113.7"
-    assert study_tab.client_key("2001:db8:1:2:aaaa::1") == study_tab.client_key("2001:db8:1:2:ffff::9") == (
+    assert client_key("203.0.113.7") == "203.0.113.7"
+    assert client_key("2001:db8:1:2:aaaa::1") == client_key("2001:db8:1:2:ffff::9") == (
         "2001:db8:1:2::/64")
-    assert study_tab.client_key("2001:db8:1:3::1") != study_tab.client_key("2001:db8:1:2::1")
-    assert study_tab.client_key("::ffff:203.0.113.7") == "203.0.113.7"
-    assert study_tab.client_key(None) == study_tab.client_key("") == "unknown"
-    assert study_tab.client_key("testclient") == "testclient"
+    assert client_key("2001:db8:1:3::1") != client_key("2001:db8:1:2::1")
+    assert client_key("::ffff:203.0.113.7") == "203.0.113.7"
+    assert client_key(None) == client_key("") == "unknown"
+    assert client_key("testclient") == "testclient"
 
 
 # ---------------------------------------------------------------- typed inputs (defect 9)
