@@ -80,7 +80,7 @@ def test_start_up_says_which_weights_are_missing(tmp_path: Path, monkeypatch: py
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("SRGAN_WEIGHTS_DIR", str(tmp_path / "no-weights"))
     launched = []
-    monkeypatch.setattr(app, "launch", lambda blocks, config: launched.append(blocks))
+    monkeypatch.setattr(app, "launch", lambda blocks, config, **options: launched.append(blocks))
     assert app.main(["--app-dir", str(tmp_path / "var"), "--port", str(free_port())]) == 0
     captured = capsys.readouterr()
     assert "Networks run on cpu in " in captured.out  # which precision the demo's networks use
