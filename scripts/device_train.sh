@@ -20,7 +20,8 @@
 # SRGAN_OUT_PART_KIB (default 15360: the largest file left in $OUT; the tool drops bigger ones).
 #
 # Left in $OUT (at most 8 files, each under 16 MiB): STAGE_x4.pt (the run's final generator,
-# fp32, with metadata), STAGE_log.csv, srgan_snapshots.tar, device.log (everything printed),
+# fp32, with metadata), STAGE_log.csv, srgan_snapshots.tar (snapshots/ and the validation
+# sheets val_crops/), device.log (everything printed),
 # bench.md (`srgan.bench --device cuda`, when time is left). A tar over 15 MiB (more than four
 # fp16 snapshots) comes back in parts: `cat srgan_snapshots.tar.part* > srgan_snapshots.tar`.
 # A stage that fails early is retried once in plain fp32 without fused Adam; any failure still
@@ -52,9 +53,10 @@ elapsed() { echo $(($(date +%s) - start)); }
 say() { echo "[device_train +$(elapsed)s] $*"; }
 
 part_kib=${SRGAN_OUT_PART_KIB:-15360}
-pack_snapshots() {  # RUN_FOLDER NAME: the snapshots as one tar in $OUT, or as parts where it is too big
-  local tarball="$work/$2"
-  tar -C "$1" -cf "$tarball" snapshots || return
+pack_snapshots() {  # RUN_FOLDER NAME: the snapshots (and validation sheets) as one tar in $OUT, or as parts where it is too big
+  local tarball="$work/$2" sheets=()
+  [ -d "$1/val_crops" ] && sheets=(val_crops)  # about 100 KB a validation: bicubic | SR | HR crops
+  tar -C "$1" -cf "$tarball" snapshots "${sheets[@]}" || return
   if [ "$(stat -c %s "$tarball")" -le $((part_kib * 1024)) ]; then
     mv "$tarball" "$OUT/$2"
   else  # the device tool silently leaves out files over 16 MiB: six snapshots were lost that way

@@ -26,7 +26,7 @@ from torch import nn
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CSV_COLUMNS = (
     "step", "patches_seen", "loss_g", "loss_mse", "loss_vgg22", "loss_vgg54", "loss_lf", "loss_lr", "loss_gan", "loss_d",
-    "d_real", "d_fake", "lr", "patches_per_s", "val_psnr",
+    "d_real", "d_fake", "lr", "patches_per_s", "val_psnr", "val_texture", "val_shift",
 )  # fmt: skip
 
 

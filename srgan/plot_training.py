@@ -1,4 +1,5 @@
-"""Plot a training log: losses, learning rate and validation PSNR against patches seen.
+"""Plot a training log: losses, learning rate, validation PSNR and, where the log has them,
+validation texture ratio and colour shift, against patches seen.
 
     python -m srgan.plot_training runs/srresnet-.../log.csv training.png [--title "..."]
 
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 LOSS_COLUMNS = ("loss_g", "loss_mse", "loss_vgg22", "loss_vgg54", "loss_lf", "loss_lr", "loss_gan", "loss_d")
+VALIDATION_COLUMNS = ("val_psnr", "val_texture", "val_shift")  # logs before 2026-11-26 have only the first
 
 
 def read_log(path: Path) -> dict[str, list[tuple[int, float]]]:
@@ -29,7 +31,7 @@ def read_log(path: Path) -> dict[str, list[tuple[int, float]]]:
             for row in reader:
                 try:
                     patches = int(row["patches_seen"])
-                    for column in (*LOSS_COLUMNS, "lr", "val_psnr"):
+                    for column in (*LOSS_COLUMNS, "lr", *VALIDATION_COLUMNS):
                         if row.get(column):
                             series.setdefault(column, []).append((patches, float(row[column])))
                 except (TypeError, ValueError):  # a cut-off last line, a hand-edited cell
@@ -60,7 +62,9 @@ def plot_log(log_path: Path, out_path: Path, *, title: str | None = None,
     series = read_log(log_path) if series is None else series
     if not series:
         raise ValueError(f"{log_path} has no rows yet")
-    fig, (ax_loss, ax_psnr) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    watch = "val_texture" in series or "val_shift" in series
+    fig, axes = plt.subplots(3 if watch else 2, 1, figsize=(7, 8.5 if watch else 6), sharex=True)
+    ax_loss, ax_psnr = axes[0], axes[1]
     for column in LOSS_COLUMNS:
         if column in series:
             x, y = zip(*series[column], strict=True)
@@ -79,8 +83,23 @@ def plot_log(log_path: Path, out_path: Path, *, title: str | None = None,
         ax_lr.set_ylabel("learning rate (dashed)", color="tab:grey")
         ax_lr.set_ylim(bottom=0)
     ax_psnr.set_ylabel("validation PSNR-Y (dB)", color="tab:green")
-    ax_psnr.set_xlabel("patches seen")
     ax_psnr.grid(alpha=0.3)
+    if watch:  # what PSNR cannot see: texture collapsing or running wild, and a colour cast
+        ax_texture = axes[2]
+        if "val_texture" in series:
+            x, y = zip(*series["val_texture"], strict=True)
+            ax_texture.plot(x, y, marker="o", markersize=3, color="tab:purple")
+        ax_texture.axhline(1.0, color="tab:purple", linewidth=0.8, linestyle=":")
+        ax_texture.set_ylabel("texture SR/HR (1: HR's)", color="tab:purple")
+        ax_texture.set_ylim(bottom=0)
+        ax_texture.grid(alpha=0.3)
+        if "val_shift" in series:
+            ax_shift = ax_texture.twinx()
+            x, y = zip(*series["val_shift"], strict=True)
+            ax_shift.plot(x, y, marker="s", markersize=3, color="tab:orange", linewidth=1)
+            ax_shift.set_ylabel("colour shift (grey levels)", color="tab:orange")
+            ax_shift.set_ylim(bottom=0)
+    axes[-1].set_xlabel("patches seen")
     fig.suptitle(title or log_path.parent.name)
     fig.tight_layout()
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,8 +10,10 @@ The Table 1 variants are one option away: ``--stage srresnet --loss 1*VGG22`` (S
 
 A run folder (``--out``) receives ``checkpoint.pt`` (every few minutes and at exit, written
 atomically: a SIGKILL loses at most ``--checkpoint-minutes``), ``log.csv``,
-``best_generator.pt`` (best validation PSNR) and the final ``<stage>_x4.pt`` written by
-``srgan.weights.save_weights`` with the run's metadata. ``--resume`` continues a run from its
+``best_generator.pt`` (best validation PSNR), ``val_crops/`` (a few validation crops drawn at
+each validation: bicubic | SR | HR; the log has their PSNR, texture ratio and colour shift, see
+``srgan.validation``) and the final ``<stage>_x4.pt`` written by ``srgan.weights.save_weights``
+with the run's metadata. ``--resume`` continues a run from its
 checkpoint: model, optimizers, step (the learning-rate schedule is a function of the step), RNG.
 
 Under torchrun every rank holds all training images and draws its batches with its own RNG
@@ -71,7 +73,8 @@ from srgan.losses import (
     discriminator_real_loss,
     parse_loss_spec,
 )
-from srgan.models import Discriminator, SRResNet, to_unit_range
+from srgan.models import Discriminator, SRResNet
+from srgan.validation import validate
 from srgan.vgg import MissingVGGWeightsError
 from srgan.weights import save_weights
 
@@ -125,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, default=100, help="steps between CSV rows")
     p.add_argument("--val-every", type=int, default=1000, help="steps between validations")
     p.add_argument("--val-patch", type=int, default=128, help="HR side of the validation crops")
+    p.add_argument("--val-sheets", type=int, default=4, metavar="CROPS",
+                   help="at each validation, draw this many crops (bicubic | SR | HR) to "
+                        "OUT/val_crops/stepNNNNNNN.jpg, to watch for collapse and colour drift (0: none)")
     p.add_argument("--d-warmup", type=int, default=0, metavar="STEPS",
                    help="first STEPS steps train the discriminator only (a fresh D beside a trained G, "
                         "when fine-tuning an SRGAN)")
@@ -177,6 +183,8 @@ def resolve_options(args: argparse.Namespace, *, world_size: int = 1) -> argpars
             raise TrainingSetupError("--fit-minutes must be positive")
     if args.snapshots < 0:
         raise TrainingSetupError("--snapshots must be 0 or more")
+    if args.val_sheets < 0:
+        raise TrainingSetupError("--val-sheets must be 0 or more")
     if args.d_warmup < 0:
         raise TrainingSetupError("--d-warmup must be 0 or more")
     if args.d_warmup and not args.loss_spec.uses_gan:
@@ -226,36 +234,6 @@ def lr_at(step: int, *, base_lr: float, schedule: str, total_steps: int) -> floa
     if schedule == "cosine":
         return 0.5 * base_lr * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
     raise ValueError(f"unknown schedule {schedule!r}; known: {', '.join(SCHEDULES)}")
-
-
-def psnr_y_tensor(sr: Tensor, hr: Tensor, *, border: int = 4) -> Tensor:
-    """Per-image Y-PSNR (dB) of batches in [-1, 1], by the project's convention
-    (``srgan.metrics.psnr_y``): 8-bit RGB, BT.601 Y rounded, ``border`` pixels cut."""
-    weights = torch.tensor([65.481, 128.553, 24.966], device=sr.device, dtype=torch.float64) / 255.0
-
-    def y_channel(images: Tensor) -> Tensor:
-        rgb = torch.round(to_unit_range(images.double()) * 255.0)
-        return torch.round(16.0 + torch.einsum("nchw,c->nhw", rgb, weights))
-
-    sr_y, hr_y = y_channel(sr), y_channel(hr)
-    if border:
-        sr_y = sr_y[:, border:-border, border:-border]
-        hr_y = hr_y[:, border:-border, border:-border]
-    mse = ((sr_y - hr_y) ** 2).mean(dim=(1, 2)).clamp_min(1e-10)
-    return 10 * torch.log10(255.0**2 / mse)
-
-
-@torch.no_grad()
-def validate(generator: nn.Module, val_lr: Tensor, val_hr: Tensor, *, batch_size: int = 16) -> float:
-    """Mean Y-PSNR of the generator on fixed validation crops (eval mode, fp32)."""
-    was_training = generator.training
-    generator.eval()
-    scores = []
-    for start in range(0, len(val_lr), batch_size):
-        sr = generator(val_lr[start : start + batch_size]).float()
-        scores.append(psnr_y_tensor(sr, val_hr[start : start + batch_size]))
-    generator.train(was_training)
-    return float(torch.cat(scores).mean())
 
 
 def ema_update(ema_model: nn.Module, model: nn.Module, *, decay: float) -> None:
@@ -560,8 +538,11 @@ def train(args: argparse.Namespace, *, rank: int, world: int, device: torch.devi
             row.update(step=step, patches_seen=progress.patches_seen, lr=f"{lr:.3g}",
                        patches_per_s=f"{interval_steps * patches_per_step / elapsed:.1f}")
             if validate_now and is_main:
-                val_psnr = validate(kept, val_lr, val_hr)
-                row["val_psnr"] = f"{val_psnr:.3f}"
+                scores = validate(kept, val_lr, val_hr, sheet=out / "val_crops" / f"step{step:07d}.jpg",
+                                  sheet_crops=args.val_sheets, step=step)
+                val_psnr = scores.psnr
+                row.update(val_psnr=f"{val_psnr:.3f}", val_texture=f"{scores.texture:.3f}",
+                           val_shift=f"{scores.shift:.2f}")
                 if val_psnr > progress.best_val:
                     progress.best_val = val_psnr
                     save_weights(kept, out / "best_generator.pt", metadata(val_psnr, completed=False))
@@ -573,7 +554,7 @@ def train(args: argparse.Namespace, *, rank: int, world: int, device: torch.devi
         if is_main and (progress.sized or args.fit_minutes is None) and \
                 snapshot_due(step, total=args.iterations, snapshots=args.snapshots):
             save_weights(kept, out / "snapshots" / f"step{step:07d}.pt",
-                         metadata(validate(kept, val_lr, val_hr), completed=False), dtype=torch.float16)
+                         metadata(validate(kept, val_lr, val_hr).psnr, completed=False), dtype=torch.float16)
 
         progress.train_seconds = time.perf_counter() - run_start
         stop_now = stop["signal"] or (args.max_minutes is not None
@@ -596,7 +577,7 @@ def train(args: argparse.Namespace, *, rank: int, world: int, device: torch.devi
     completed = progress.step >= args.iterations
     if is_main:
         if math.isnan(val_psnr) or not completed:
-            val_psnr = validate(kept, val_lr, val_hr)
+            val_psnr = validate(kept, val_lr, val_hr).psnr
         name = f"{args.stage}_x4"
         final_path = save_weights(kept, out / f"{name}.pt", metadata(val_psnr, completed=completed))
         if args.install and completed:

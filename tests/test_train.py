@@ -18,7 +18,8 @@ import torch
 from PIL import Image
 
 from srgan.models import SRResNet
-from srgan.train import lr_at, main, psnr_y_tensor
+from srgan.train import lr_at, main
+from srgan.validation import SHEET_LABEL_HEIGHT, psnr_y_tensor, validate
 from srgan.weights import generator_from_state_dict, save_weights
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,11 +65,20 @@ def test_srresnet_smoke_run_learns_and_resumes(photos: Path, tmp_path: Path) -> 
     for key in ("schedule", "wall_time_s", "device", "val_psnr_y", "git_commit"):
         assert key in meta
     assert (out / "best_generator.pt").is_file() and (out / "checkpoint.pt").is_file()
+    # Each validation also logs texture and colour shift, and draws its crops to look at.
+    for row in rows:
+        assert bool(row["val_texture"]) == bool(row["val_shift"]) == bool(row["val_psnr"])
+    assert float(rows[-1]["val_texture"]) > 0 and float(rows[-1]["val_shift"]) >= 0
+    sheets = sorted(p.name for p in (out / "val_crops").iterdir())
+    assert sheets == ["step0000012.jpg", "step0000024.jpg"]
+    with Image.open(out / "val_crops" / sheets[-1]) as sheet:  # 4 crops of 64 px: bicubic | SR | HR
+        assert sheet.format == "JPEG" and sheet.size == (3 * 64, SHEET_LABEL_HEIGHT + 4 * 64)
 
     # Resume: the step count and the CSV continue where the checkpoint left off.
     assert main([*common, "--iterations", "28", "--resume"]) == 0
     rows = read_rows(out / "log.csv")
     assert [int(r["step"]) for r in rows] == [8, 12, 16, 24, 28]
+    assert (out / "val_crops" / "step0000028.jpg").is_file()
     _, meta = load_weights_file(out / "srresnet_x4.pt")
     assert meta["iterations"] == 28 and meta["patches_seen"] == 112
 
@@ -272,3 +282,72 @@ def test_end_slope_of_validation_psnr(tmp_path: Path, capsys: pytest.CaptureFixt
                    "patches_per_s,val_psnr\n" + rows)
     assert plot_main([str(log), str(tmp_path / "p.png"), "--slope-window", "100000", "--title", "t"]) == 0
     assert "+0.500 dB per 100,000 patches" in capsys.readouterr().out
+
+
+class Replay(torch.nn.Module):
+    """A stand-in generator that returns given outputs batch by batch, whatever its input."""
+
+    def __init__(self, outputs: torch.Tensor) -> None:
+        super().__init__()
+        self.outputs, self.cursor = outputs, 0
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        batch = self.outputs[self.cursor : self.cursor + len(lr)]
+        self.cursor += len(lr)
+        return batch
+
+
+def validation_set(photos: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    from srgan.data import load_training_data, validation_crops
+
+    _, val_bank = load_training_data(photos)
+    return validation_crops(val_bank, patch=64, seed=0)
+
+
+def test_validation_sees_texture_and_colour_shift_that_psnr_cannot(photos: Path, tmp_path: Path) -> None:
+    import torch.nn.functional as F
+
+    val_lr, val_hr = validation_set(photos)
+    exact = validate(Replay(val_hr), val_lr, val_hr)
+    assert exact.texture == pytest.approx(1.0) and exact.shift == 0.0 and exact.psnr > 100
+    # A 10-grey-level cast: the shift says 10 (less where bright pixels clip), texture is untouched.
+    cast = validate(Replay((val_hr + 20 / 255).clamp(-1, 1)), val_lr, val_hr)
+    assert 8.0 < cast.shift <= 10.0 and cast.texture == pytest.approx(1.0, abs=0.05)
+    # A smooth output: little texture, no cast.
+    smooth = validate(Replay(F.avg_pool2d(val_hr, 5, stride=1, padding=2, count_include_pad=False)), val_lr, val_hr)
+    assert smooth.texture < 0.3 and smooth.shift < 0.5
+
+    sheet = validate(Replay(val_hr), val_lr, val_hr, sheet=tmp_path / "v" / "s.jpg", sheet_crops=2, step=7)
+    assert sheet == exact and not list((tmp_path / "v").glob("*.tmp"))
+    with Image.open(tmp_path / "v" / "s.jpg") as image:
+        pixels = np.asarray(image.convert("RGB"), dtype=np.float64)[SHEET_LABEL_HEIGHT:]
+    assert pixels.shape == (2 * 64, 3 * 64, 3)
+    bicubic, sr, hr = (pixels[:, i * 64 : (i + 1) * 64] for i in range(3))
+    # SR here is HR itself: its column matches HR's up to JPEG's error; bicubic's does not.
+    assert np.abs(sr - hr).mean() < 2.0 < np.abs(bicubic - hr).mean()
+    assert not validate(Replay(val_hr), val_lr, val_hr, sheet=tmp_path / "none.jpg", sheet_crops=0).shift
+    assert not (tmp_path / "none.jpg").exists()
+
+
+def test_val_sheets_option(photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "quiet"
+    assert main([*TINY, "--data", str(photos), "--patch", "16", "--iterations", "2", "--val-patch", "64",
+                 "--val-sheets", "0", "--out", str(out)]) == 0
+    assert not (out / "val_crops").exists() and read_rows(out / "log.csv")[-1]["val_texture"]
+    assert main([*TINY, "--data", str(photos), "--val-sheets", "-1", "--out", str(tmp_path / "x")]) == 2
+    assert "--val-sheets must be 0 or more" in capsys.readouterr().err
+
+
+def test_plot_training_adds_texture_and_colour_when_logged(tmp_path: Path) -> None:
+    from srgan.plot_training import main as plot_main
+
+    header = "step,patches_seen,loss_g,lr,patches_per_s,val_psnr"
+    old = tmp_path / "old.csv"
+    old.write_text(f"{header}\n10,160,0.3,0.0001,50,21.5\n20,320,0.2,0.0001,50,22.0\n")
+    new = tmp_path / "new.csv"
+    new.write_text(f"{header},val_texture,val_shift\n10,160,0.3,0.0001,50,21.5,0.4,1.2\n"
+                   "20,320,0.2,0.0001,50,22.0,0.7,0.8\n")
+    assert plot_main([str(old), str(tmp_path / "old.png")]) == 0
+    assert plot_main([str(new), str(tmp_path / "new.png")]) == 0
+    with Image.open(tmp_path / "old.png") as two, Image.open(tmp_path / "new.png") as three:
+        assert three.size[1] > 1.3 * two.size[1]  # a third panel: texture and colour shift
