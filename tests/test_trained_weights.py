@@ -147,6 +147,50 @@ def test_demo_and_study_offer_both_trained_networks(package_weights: Path, tmp_p
         db.dispose_engine(url)
 
 
+def test_built_in_example_study_rates_both_trained_networks(package_weights: Path, tmp_path: Path) -> None:
+    """What `python app.py` serves raters: the example photos under all five conditions."""
+    from survey import db, prepare, store
+
+    url = f"sqlite:///{tmp_path / 'study.sqlite'}"
+    try:
+        assert prepare.ensure_default_study(db_url=url, app_dir=tmp_path / "var") == "examples"
+        engine = db.get_engine(url)
+        summary = store.study_summary(engine, "examples")
+        assert summary["methods"] == ["bicubic", "hr", "nearest", "srgan", "srresnet"]
+        assert summary["stimuli"] == 5 * summary["images"] > 0
+        # The two networks' stimuli are their own outputs: different from each other and from bicubic.
+        image = next(iter(prepare.EXAMPLE_PHOTOS))
+        pixels = {m: np.asarray(Image.open(prepare.study_dir(tmp_path / "var", "examples")
+                                           / store.stimulus_file_name(engine, "examples", image, m)))
+                  for m in ("bicubic", "srresnet", "srgan")}
+        assert not np.array_equal(pixels["srresnet"], pixels["srgan"])
+        assert not np.array_equal(pixels["srresnet"], pixels["bicubic"])
+    finally:
+        db.dispose_engine(url)
+
+
+def test_prepare_a_bsd100_study_makes_the_papers_five_conditions(package_weights: Path, benchmarks: Path,
+                                                                   tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m survey.prepare --name bsd100 --hr-dir ...` with no --methods (two BSD100 photos,
+    for time): nearest, bicubic, srresnet, srgan and hr, none skipped."""
+    from survey import db, prepare, store
+
+    hr_dir = tmp_path / "bsd100"
+    hr_dir.mkdir()
+    for path in sorted((benchmarks / "BSD100" / "HR").iterdir())[:2]:
+        (hr_dir / path.name).write_bytes(path.read_bytes())
+    url = f"sqlite:///{tmp_path / 'study.sqlite'}"
+    try:
+        assert prepare.main(["--name", "bsd100", "--hr-dir", str(hr_dir), "--db", url,
+                             "--app-dir", str(tmp_path / "var")]) == 0
+        assert "Skipped" not in capsys.readouterr().out
+        summary = store.study_summary(db.get_engine(url), "bsd100")
+        assert summary["methods"] == sorted(prepare.DEFAULT_METHODS) and summary["stimuli"] == 10
+    finally:
+        db.dispose_engine(url)
+
+
 def write_generator(path: Path, *, scale_values: float = 1.0) -> Path:
     torch.manual_seed(0)
     model = SRResNet(num_blocks=2, channels=16)
