@@ -147,6 +147,24 @@ def test_demo_and_study_offer_both_trained_networks(package_weights: Path, tmp_p
         db.dispose_engine(url)
 
 
+def test_alpha_slider_blends_the_two_trained_networks(package_weights: Path, benchmarks: Path, tmp_path: Path) -> None:
+    """With the shipped weights the demo's α slider is on, and α walks from SRResNet's smooth
+    output to SRGAN's texture: the blend's texture lies between the two networks'."""
+    from app import AppConfig, build_app
+    from srgan.metrics import texture_energy
+
+    blocks = build_app(AppConfig(app_dir=tmp_path / "var", port=0))
+    (slider,) = [c for c in blocks.blocks.values() if getattr(c, "elem_id", None) == "demo-alpha"]
+    assert slider.interactive is not False
+    lr = Image.open(benchmarks / "Set14" / "LR_bicubic_x4" / "baboon.png").convert("RGB")
+    upscaler = Upscaler()
+    out = {a: np.asarray(upscaler.upscale(lr, "srgan", alpha=a)) for a in (0.0, 0.5, 1.0)}
+    assert np.array_equal(out[0.0], np.asarray(upscaler.upscale(lr, "srresnet")))
+    assert np.array_equal(out[1.0], np.asarray(upscaler.upscale(lr, "srgan")))
+    energy = {a: texture_energy(image) for a, image in out.items()}
+    assert energy[0.0] < energy[0.5] < energy[1.0] and energy[1.0] > 2 * energy[0.0]
+
+
 def test_built_in_example_study_rates_both_trained_networks(package_weights: Path, tmp_path: Path) -> None:
     """What `python app.py` serves raters: the example photos under all five conditions."""
     from survey import db, prepare, store
