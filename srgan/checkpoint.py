@@ -197,6 +197,7 @@ def run_metadata(args: Any, progress: Progress, *, spec: str, world: int, device
         "global_batch_size": args.batch_size * world, "world_size": world, "patch": args.patch,
         "lr": args.lr, "schedule": args.schedule, "ema": args.ema, "d_warmup": getattr(args, "d_warmup", 0), "bf16": use_bf16,
         "fit_minutes": args.fit_minutes,
+        "compile": args.compile_mode if getattr(args, "compile", False) else None,  # torch.compile's mode, or eager
         "precision": "bf16 autocast" if use_bf16 else "fp32",
         "memory_format": "channels_last" if memory_format == torch.channels_last else "contiguous",
         "wall_time_s": round(progress.train_seconds, 1), "device": device_name(device),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import os
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -78,6 +79,10 @@ def test_device_script_dry_run_returns_weights_logs_and_snapshots(photos: Path, 
         # The schedule was sized from the measured rate and ran to its end inside the box.
         assert meta["completed"] and meta["stage"] == stage and meta["fit_minutes"] > 0
         assert meta["iterations"] > 60 and meta["git_commit"] == "abc123"
+        # SRResNet's recipe compiles the generator with CUDA graphs (1.5x the eager step on an
+        # H100); the SRGAN stage, never measured compiled, stays eager. The weights say which.
+        assert meta["compile"] == ("reduce-overhead" if stage == "srresnet" else None)
+        assert meta["batch_size"] == 4  # TRAIN_ARGS come after the recipe's, and win
         rows = read_rows(out / f"{stage}_log.csv")
         assert int(rows[-1]["step"]) == meta["iterations"] and rows[-1]["val_psnr"]
     gan_rows = read_rows(out / "srgan_log.csv")
@@ -106,7 +111,7 @@ def test_device_script_retries_a_failing_stage_and_still_returns_its_log(photos:
                                "--init", str(tmp_path / "missing.pt"))
     assert result.returncode == 0
     log = (out / "device.log").read_text()
-    assert "failed early (exit 2); retrying once" in log
+    assert "failed early (exit 2); retrying once eager" in log
     assert log.count("missing.pt: no such file") == 2 and "Traceback" not in log
     assert not (out / "srgan_x4.pt").exists()
 
@@ -262,3 +267,16 @@ def test_discriminator_warm_up_leaves_the_generator_untouched(photos: Path) -> N
     assert {"loss_g", "loss_lr", "loss_gan", "loss_d", "d_real", "d_fake"} <= set(losses)
     training_step(models, *sampler.sample(4))
     assert not all(torch.equal(a, b) for a, b in zip(g_before, generator.parameters()))
+
+
+def test_1080p_timing_script_runs_and_prints_its_table() -> None:
+    """scripts/cuda_infer_1080p.py, which a GPU call runs as is, on the CPU at a tiny size: every
+    eager row timed, none failed (the compiled rows are the GPU's; compiling here takes a minute)."""
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "cuda_infer_1080p.py"), "--device", "cpu",
+                             "--size", "16x24", "--repeats", "2", "--no-compile"],
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| tile none")]
+    assert len(rows) == 2 and "16x24 LR -> 64x96" in result.stdout
+    assert all("failed" not in row and float(row.split("|")[3]) > 0 for row in rows), result.stdout
