@@ -59,6 +59,19 @@ class Server:
         status = Path(f"/proc/{self.process.process.pid}/status").read_text()
         return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024
 
+    def settled_rss_mib(self, *, spread: float = 2.0, timeout: float = 20.0) -> float:
+        """The server's RSS once it holds still (five reads over a second within ``spread`` MiB):
+        comparisons queued by earlier tests of this module may still be finishing, and what they
+        allocate must not be charged to the next test (CI once saw +66 MiB that way)."""
+        reads = [self.rss_mib()]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            time.sleep(0.25)
+            reads = [*reads[-4:], self.rss_mib()]
+            if len(reads) == 5 and max(reads) - min(reads) < spread:
+                break
+        return reads[-1]
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
@@ -204,7 +217,7 @@ def test_a_huge_body_is_refused_before_it_is_read(server):
     payload = "data:image/png;base64," + "A" * (3 * MAX_UPLOAD_MB * 2**20 * 4 // 3)
     body = json.dumps({"data": [{"url": payload, "meta": {"_type": "gradio.FileData"}}, "Auto", 1.0],
                        "fn_index": server.fn_index["compare"], "session_hash": "x" * 10}).encode()
-    rss_before = server.rss_mib()
+    rss_before = server.settled_rss_mib()
     with server.client() as http:
         declared = server.join(http, "compare", [], raw=body)
 
