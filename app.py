@@ -34,17 +34,17 @@ import gradio as gr  # noqa: E402
 
 from starlette.middleware import Middleware  # noqa: E402
 
-from survey.admission import BodySizeLimit, limit_queue  # noqa: E402
+from survey.study.admission import BodySizeLimit, limit_queue  # noqa: E402
 from demo.compare import LABELS  # noqa: E402
 from demo.ui import CSS, build_demo_tab  # noqa: E402
 from srgan.images import DEFAULT_MAX_BYTES, default_max_pixels  # noqa: E402
 from srgan.inference import PRECISIONS, Upscaler, parse_device, resolve_precision  # noqa: E402
 from srgan.weights import METHOD_WEIGHTS, is_available, missing_line  # noqa: E402
-from survey.admin_tab import build_results_tab  # noqa: E402
-from survey.db import default_app_dir, sqlite_path  # noqa: E402
-from survey.prepare import DEFAULT_STUDY, ensure_default_study  # noqa: E402
-from survey.study_tab import CONCURRENCY as STUDY_CONCURRENCY  # noqa: E402
-from survey.study_tab import add_limit_arguments, build_study_tab, limit_options  # noqa: E402
+from survey.study.admin_tab import build_results_tab  # noqa: E402
+from survey.study.db import default_app_dir, sqlite_path  # noqa: E402
+from survey.study.prepare import DEFAULT_STUDY, ensure_default_study  # noqa: E402
+from survey.study.study_tab import CONCURRENCY as STUDY_CONCURRENCY  # noqa: E402
+from survey.study.study_tab import add_limit_arguments, build_study_tab, limit_options  # noqa: E402
 
 TITLE = "SRGAN: photo-realistic 4x super-resolution"
 # Gradio refuses larger uploads before writing them; srgan.images refuses them anyway.
@@ -67,7 +67,7 @@ class AppConfig:
     study: str = "examples"  # the study the MOS tab serves; "examples" is made on first start
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB  # Gradio refuses larger uploads before saving them
     local_demo: bool = False  # the admin token was made up for this run (printed at start)
-    # The study's defences against stuffing: join_key, joins_per_hour, min_rating_ms (survey.study_tab).
+    # The study's defences against stuffing: join_key, joins_per_hour, min_rating_ms (survey.study.study_tab).
     study_limits: dict = field(default_factory=dict)
 
     @property
@@ -84,7 +84,7 @@ def _build_study_tab(config: AppConfig) -> None:
 def _build_results_tab(config: AppConfig) -> None:
     # Reports go to a private temporary folder, removed at exit: Gradio copies what the tab
     # shows into its cache, and the folder is never among the paths the server serves.
-    from survey.cleanup import private_report_dir
+    from survey.study.cleanup import private_report_dir
 
     out_dir = private_report_dir()
     build_results_tab(db_url=config.study_db_url, admin_token=config.admin_token, out_dir=out_dir)
@@ -93,7 +93,7 @@ def _build_results_tab(config: AppConfig) -> None:
 def build_app(config: AppConfig) -> gr.Blocks:
     """The app's Blocks, ready for .queue().launch(); tests build it in-process."""
     config.app_dir.mkdir(parents=True, exist_ok=True)
-    from survey.cleanup import use_app_cache
+    from survey.study.cleanup import use_app_cache
 
     # Before any component is made (each notes the cache folder): the app's own cache, which its
     # janitor prunes, never the /tmp/gradio that other Gradio apps share.
@@ -114,7 +114,7 @@ def build_app(config: AppConfig) -> gr.Blocks:
     # api_open=False: the REST route /run/<name> would run queued events around the queue.
     app.queue(default_concurrency_limit=config.concurrency, api_open=False)
     # The study and the demo each get their own bound, one client a fair share of the demo:
-    # a flood of comparisons must never lock raters out (survey.admission).
+    # a flood of comparisons must never lock raters out (survey.study.admission).
     limit_queue(app, study_concurrency_id=STUDY_CONCURRENCY)
     return app
 
@@ -139,8 +139,8 @@ def landing_tab(request: gr.Request):
 def launch(app: gr.Blocks, config: AppConfig, *, block: bool = True, cache_policy=None) -> str:
     """Start the app made by build_app; return its local URL. Blocking, it returns once stopped
     (Ctrl-C, SIGTERM), with the database checkpointed (the .sqlite file alone holds every rating).
-    ``cache_policy``: a survey.cleanup.CachePolicy, default SRGAN_CACHE_MB / SRGAN_CACHE_MINUTES."""
-    from survey import cleanup
+    ``cache_policy``: a survey.study.cleanup.CachePolicy, default SRGAN_CACHE_MB / SRGAN_CACHE_MINUTES."""
+    from survey.study import cleanup
 
     housekeeping = cleanup.Housekeeping(app, cache_dir=Path(gr.utils.get_upload_folder()),
                                         policy=cache_policy or cleanup.CachePolicy.from_env())
@@ -154,7 +154,7 @@ def launch(app: gr.Blocks, config: AppConfig, *, block: bool = True, cache_polic
         blocked_paths=_private_paths(config),
         max_file_size=int(config.max_upload_mb * 1024 * 1024),
         # Any body (a data: URL in an API call too) is bounded: an upload, base64's third and a margin.
-        # OneShotDownloads: the admin's ratings CSV is deleted once downloaded (survey.cleanup).
+        # OneShotDownloads: the admin's ratings CSV is deleted once downloaded (survey.study.cleanup).
         app_kwargs={"middleware": [Middleware(BodySizeLimit, max_bytes=max_body_bytes(config.max_upload_mb)),
                                    Middleware(cleanup.OneShotDownloads)]},
         # Our handlers raise gr.Error with a message that says what to do; anything else is a
@@ -256,7 +256,7 @@ def parse_args(argv: list[str] | None) -> AppConfig:
     if not 0 <= args.port <= 65535:  # 0: any free port
         parser.error(f"--port {args.port}: must be from 0 to 65535")
     try:
-        from survey.store import StudyError, check_study_name
+        from survey.study.store import StudyError, check_study_name
 
         check_study_name(args.study)
     except StudyError as error:
@@ -292,9 +292,9 @@ def parse_args(argv: list[str] | None) -> AppConfig:
 
 def _check_study_exists(config: AppConfig) -> None:
     """A named study must have been prepared; only "examples" is made on first start."""
-    from survey import store
-    from survey.db import get_engine
-    from survey.prepare import DEFAULT_STUDY
+    from survey.study import store
+    from survey.study.db import get_engine
+    from survey.study.prepare import DEFAULT_STUDY
 
     if config.study != DEFAULT_STUDY and config.study not in store.list_studies(get_engine(config.study_db_url)):
         sys.exit(f"error: the study database has no study {config.study!r}; make it first with "
@@ -304,8 +304,8 @@ def _check_study_exists(config: AppConfig) -> None:
 def main(argv: list[str] | None = None) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from survey.cleanup import CachePolicy
-    from survey.db import DatabaseCheckError, SchemaVersionError, check_database, display_url
+    from survey.study.cleanup import CachePolicy
+    from survey.study.db import DatabaseCheckError, SchemaVersionError, check_database, display_url
 
     config = parse_args(argv)
     try:

@@ -22,7 +22,7 @@ os.environ["SURVEY_ABANDON_MINUTES"] = "0"
 from PIL import Image  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
-from survey import db, prepare, protocol, store  # noqa: E402
+from survey.study import db, prepare, protocol, store  # noqa: E402
 
 
 def study(engine, name, n_images, n_methods, per_rater):

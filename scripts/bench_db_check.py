@@ -4,7 +4,7 @@
 
 Builds a SQLite study database of the app's schema with that many ratings (1,000 raters, each
 rating every one of ratings/1000 stimuli), then times SQLite's quick_check and integrity_check,
-the app's whole start check (survey.db.check_database) and a backup (survey.export backup).
+the app's whole start check (survey.study.db.check_database) and a backup (survey.export backup).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from survey import db, export, loadtest  # noqa: E402
+from survey.study import db, export  # noqa: E402
+from tools import loadtest  # noqa: E402
 
 STUDY = "bench"
 RATERS = 1000
@@ -83,7 +84,7 @@ def main() -> int:
         # Twice: the first read may come from disk, the second from the page cache.
         for attempt in ("cold", "warm"):
             timed(f"PRAGMA {pragma} ({attempt})", lambda: _pragma(path, pragma))
-    timed("survey.db.check_database", lambda: db.check_database(db_url, path.parent))
+    timed("survey.study.db.check_database", lambda: db.check_database(db_url, path.parent))
     backup = args.folder / "backup.sqlite"
     timed("survey.export backup", lambda: export.backup_sqlite(db_url, backup))
     print(f"backup {backup.stat().st_size / 2**20:.1f} MB")

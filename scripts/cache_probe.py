@@ -29,7 +29,8 @@ sys.path.insert(0, str(ROOT))
 
 from gradio_client import Client, handle_file  # noqa: E402
 
-from survey import db, loadtest  # noqa: E402
+from survey.study import db  # noqa: E402
+from tools import loadtest  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 
 

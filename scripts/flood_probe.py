@@ -32,7 +32,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from survey import loadtest  # noqa: E402
+from tools import loadtest  # noqa: E402
 
 
 def rss_mib(pid: int) -> float:

@@ -24,7 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from survey import db, loadtest  # noqa: E402
+from survey.study import db  # noqa: E402
+from tools import loadtest  # noqa: E402
 
 STUDY = "killprobe"
 

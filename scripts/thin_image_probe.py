@@ -32,7 +32,7 @@ def main() -> None:
     sys.path.insert(0, str(tree))
     from gradio_client import Client, handle_file
 
-    from survey import loadtest
+    from tools import loadtest
 
     assert Path(loadtest.__file__).resolve().is_relative_to(tree), loadtest.__file__
     with tempfile.TemporaryDirectory() as folder:

@@ -24,14 +24,14 @@ import gradio as gr  # noqa: E402
 from sqlalchemy.exc import SQLAlchemyError  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
-from survey import store  # noqa: E402
-from survey.admission import BodySizeLimit, limit_queue  # noqa: E402
-from survey.cleanup import close_engines, stop_on_sigterm  # noqa: E402
-from survey.db import (  # noqa: E402
+from survey.study import store  # noqa: E402
+from survey.study.admission import BodySizeLimit, limit_queue  # noqa: E402
+from survey.study.cleanup import close_engines, stop_on_sigterm  # noqa: E402
+from survey.study.db import (  # noqa: E402
     DatabaseCheckError, SchemaVersionError, check_database, default_app_dir, default_db_url, display_url, get_engine,
 )
-from survey.prepare import DEFAULT_STUDY, ensure_default_study  # noqa: E402
-from survey.study_tab import CONCURRENCY, add_limit_arguments, build_study_tab, limit_options  # noqa: E402
+from survey.study.prepare import DEFAULT_STUDY, ensure_default_study  # noqa: E402
+from survey.study.study_tab import CONCURRENCY, add_limit_arguments, build_study_tab, limit_options  # noqa: E402
 
 MAX_BODY_BYTES = 2**20  # the study's calls carry a code and two numbers; no uploads
 

@@ -19,7 +19,8 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 import app as app_module
-from survey import db, export, loadtest, prepare, store
+from survey.study import db, export, prepare, store
+from tools import loadtest
 
 STUDY = "access"
 TOKEN = "t0ken-" + "x" * 26

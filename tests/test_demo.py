@@ -383,7 +383,7 @@ def test_a_view_handed_out_again_is_not_pruned_from_the_cache_as_old(tmp_path: P
     """The cache is pruned by file age: a panel reused an hour after it was first written is
     young again, so the page that just got its link can still fetch it."""
     from demo.ui import png_file
-    from survey.cleanup import CachePolicy, prune_cache
+    from survey.study.cleanup import CachePolicy, prune_cache
 
     image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (16, 16, 3), dtype=np.uint8))
     path = Path(png_file(image, tmp_path, "panel"))

@@ -21,8 +21,9 @@ import time
 import pytest
 from gradio_client import Client
 
-from survey import db, loadtest, store
-from survey.study_tab import NOT_SAVED, SAVED_NEXT_FAILED
+from survey.study import db, store
+from tools import loadtest
+from survey.study.study_tab import NOT_SAVED, SAVED_NEXT_FAILED
 
 pytestmark = pytest.mark.e2e  # app servers killed and restarted
 

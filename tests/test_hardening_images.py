@@ -23,7 +23,7 @@ from gradio_client import Client, handle_file
 from PIL import Image, ImageCms
 
 from srgan.images import MAX_ASPECT, ImageError, load_image
-from survey import loadtest
+from tools import loadtest
 
 ROOT = Path(__file__).resolve().parents[1]
 MIB = 2**20

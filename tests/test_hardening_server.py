@@ -22,8 +22,9 @@ import pytest
 from gradio_client import Client
 from PIL import Image
 
-from survey.admission import PER_CLIENT_MESSAGE, ROOM_LIMITS, DEMO_ROOM
-from survey import db, loadtest
+from survey.study.admission import PER_CLIENT_MESSAGE, ROOM_LIMITS, DEMO_ROOM
+from survey.study import db
+from tools import loadtest
 
 STUDY = "hardening"
 TOKEN = "hardening-admin-token-0123456789"

@@ -31,7 +31,9 @@ from PIL import Image
 from sqlalchemy import create_engine, inspect
 
 from conftest import CHROMIUM_ARGS, ROOT, free_port
-from survey import cleanup, db, export, loadtest, store
+from survey.study import cleanup, db, export, store
+from survey import ratings as contract
+from tools import loadtest
 
 STUDY = "storage"
 STIMULI = 8
@@ -163,7 +165,7 @@ def test_check_database_reads_a_database_an_app_was_killed_on(tmp_path: Path) ->
     db.close_engines()
     writer = subprocess.Popen(
         [sys.executable, "-c", "import sys, time\nsys.path.insert(0, '.')\n"
-         "from survey import db, store\n"
+         "from survey.study import db, store\n"
          f"e = db.get_engine({db_url!r})\n"
          "with e.connect() as c: c.exec_driver_sql('PRAGMA wal_autocheckpoint=0')\n"
          "store.new_rater(e, consent=True)\nprint('ready', flush=True)\ntime.sleep(60)"],
@@ -277,7 +279,7 @@ def test_backup_says_how_to_restore_the_database_it_copied(tmp_path: Path, capsy
 def test_every_form_of_sqlite_url_names_its_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The engine, export, report and the backup read a SQLite URL's file one way (db.sqlite_path):
     a driver name, a query or a file: URI changes nothing."""
-    from survey import report, stats
+    from survey.analysis import report, stats
 
     file = tmp_path / "s.sqlite"
     assert {url: db.sqlite_path(url) for url in (
@@ -294,8 +296,8 @@ def test_every_form_of_sqlite_url_names_its_file(tmp_path: Path, capsys: pytest.
     url = f"sqlite+pysqlite:///{missing}?timeout=5"
     assert export.main(["--db", url, "export", "--out", str(tmp_path / "o.csv")]) == 2  # reading makes no database
     assert f"No study database at {missing} " in capsys.readouterr().err
-    with pytest.raises(stats.RatingsError, match="no database file at"):
-        report.read_db(url, None)
+    with pytest.raises(contract.RatingsError, match="no database file at"):
+        export.read_ratings(url, None)
     assert not missing.exists()
     new = tmp_path / "new" / "folder" / "s.sqlite"  # the engine makes the folder, whatever the form
     db.get_engine(f"sqlite+pysqlite:///{new}?timeout=5")

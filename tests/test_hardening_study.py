@@ -21,8 +21,8 @@ from sqlalchemy import event, func, insert, select, update
 
 from conftest import CHROMIUM_ARGS
 from srgan.images import PNG_SIGNATURE
-from survey import db, prepare, protocol, store
-from survey.db import Presentation, Rating, RatingSession, Stimulus
+from survey.study import db, prepare, protocol, store
+from survey.study.db import Presentation, Rating, RatingSession, Stimulus
 from test_postgres import postgres_database
 
 NOW = timedelta(0)  # a session idle for no time at all counts as abandoned: the next join takes it

@@ -21,9 +21,11 @@ from PIL import Image
 from sqlalchemy import select, update
 
 from conftest import CHROMIUM_ARGS, free_port
-from survey import db, prepare, report, screening, stats, store, study_tab
-from survey.admission import client_key
-from survey.simulate import simulate_study
+from survey.study import db, prepare, store, study_tab
+from survey.analysis import report, screening, stats
+from survey.study.admission import client_key
+from survey.analysis.simulate import simulate_study
+from survey import ratings as contract
 
 STUDY = "stuffing"
 KEY = "invite-5f2b9c1e77"
@@ -224,7 +226,7 @@ def test_the_tab_reads_the_abandon_limit_once_when_built(prepared, tmp_path, mon
     """SURVEY_ABANDON_MINUTES is read when the tab is built: a bad value warns once (before, at
     every join), and changing it later changes nothing until a restart."""
     monkeypatch.setenv("SURVEY_ABANDON_MINUTES", "soon")  # not minutes: the default 30, with a warning
-    with caplog.at_level(logging.WARNING, logger="survey.store"), \
+    with caplog.at_level(logging.WARNING, logger="survey.study.store"), \
             serve(prepared, tmp_path, joins_per_hour=0, min_rating_ms=0) as (client, db_path, _):
         engine = db.get_engine(f"sqlite:///{db_path}")
         store.set_study_options(engine, STUDY, per_rater=3, repeats=0, calibration_images=0)  # 3 of 9 each
@@ -360,7 +362,7 @@ def with_bots(honest: pd.DataFrame, n_bots: int = 10, *, response_ms=lambda rng,
         bot["score"] = bot["method"].map(FIXED) if scores is None else scores(rng, bot)
         bot["response_ms"] = response_ms(rng, len(bot))
         bots.append(bot)
-    return stats.clean_ratings(pd.concat([honest, *bots], ignore_index=True))
+    return contract.validate(pd.concat([honest, *bots], ignore_index=True))
 
 
 def honest_study(seed: int = 3) -> pd.DataFrame:
@@ -382,7 +384,7 @@ def test_ten_bots_are_flagged_and_bicubic_returns_to_its_honest_mos():
         mos = report.analyse(frame, screening_on=screening_on, resamples=100).mos.set_index("method")["mos"]
         return float(mos["bicubic"])
 
-    honest_mos = bicubic(stats.clean_ratings(honest))
+    honest_mos = bicubic(contract.validate(honest))
     assert bicubic(ratings, screening_on=False) > honest_mos + 0.5  # what the bots did
     assert bicubic(ratings) == pytest.approx(honest_mos, abs=0.02)
 
@@ -410,9 +412,9 @@ def test_each_sign_of_a_script_is_enough_on_its_own():
 
 
 def test_copied_scores_are_flagged_for_both_raters():
-    honest = stats.clean_ratings(honest_study(seed=5))
+    honest = contract.validate(honest_study(seed=5))
     copy = honest[honest["rater"] == "r007"].assign(rater="copycat", session="s-copycat")
-    table = screening.screen_raters(stats.clean_ratings(pd.concat([honest, copy], ignore_index=True)))
+    table = screening.screen_raters(contract.validate(pd.concat([honest, copy], ignore_index=True)))
     assert table.loc["copycat", "closest_rater"] == "r007" and table.loc["copycat", "closest_agreement"] == 1
     assert table.loc["copycat", "reasons"] == "the same scores as r007 on 100% of 100 shared stimuli"
     assert table.loc["r007", "rejected"] and table["rejected"].sum() == 2
@@ -422,7 +424,7 @@ def test_honest_raters_are_not_flagged_by_the_new_criteria():
     flagged = raters = 0
     for seed in range(20):
         for images in (8, 20):
-            table = screening.screen_raters(stats.clean_ratings(
+            table = screening.screen_raters(contract.validate(
                 simulate_study(n_raters=26, n_images=images, seed=900 + seed, retest_share=0.05)))
             flagged += sum(bool(screening.stuffing_reasons(row)) for _, row in table.iterrows())
             raters += len(table)
@@ -436,7 +438,7 @@ def test_without_response_times_the_timing_criteria_are_skipped():
     assert not table["reasons"].str.contains("response time").any()
     assert table.loc[table.index.str.startswith("bot"), "rejected"].all()  # the patterns still show
     csv_like = with_bots(honest_study()).astype({"response_ms": str})  # as read_csv leaves it
-    assert screening.screen_raters(stats.clean_ratings(csv_like))["median_response_ms"].notna().all()
+    assert screening.screen_raters(contract.validate(csv_like))["median_response_ms"].notna().all()
 
 
 def test_the_report_lists_flagged_bots_with_their_reasons(tmp_path):

@@ -22,7 +22,8 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from survey import db, loadtest, store
+from survey.study import db, store
+from tools import loadtest
 
 STUDY = "hostile"
 TOKEN = "hostile-admin-token-0123456789"

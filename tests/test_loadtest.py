@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from survey import loadtest
+from tools import loadtest
 from test_postgres import postgres_database
 
 

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
-from survey import db, store
+from survey.study import db, store
 
 PG_URL_VARIABLE = "SURVEY_TEST_PG_URL"
 

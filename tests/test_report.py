@@ -13,8 +13,9 @@ import pytest
 from PIL import Image
 
 from conftest import CHROMIUM_ARGS, free_port
-from survey import report
-from survey.simulate import simulate_study
+from survey import report as report_command
+from survey.analysis import report
+from survey.analysis.simulate import simulate_study
 
 ROOT = Path(__file__).resolve().parent.parent
 CSV_TABLES = ("mos.csv", "pairwise.csv", "raters.csv", "stimuli.csv")
@@ -28,7 +29,7 @@ def run_report(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
 
 def main(*args: str) -> int:
     """The report's CLI in-process (quicker than a subprocess for the many small cases)."""
-    return report.main(list(args))
+    return report_command.main(list(args))
 
 
 def write_rows(path: Path, rows: list[tuple]) -> Path:
@@ -141,7 +142,7 @@ def test_several_studies_need_a_choice(tmp_path: Path, capsys) -> None:
 
 @pytest.fixture(scope="module")
 def study_db(tmp_path_factory) -> str:
-    export = pytest.importorskip("survey.export")
+    export = pytest.importorskip("survey.study.export")
     url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'study.sqlite'}"
     export.import_ratings(url, simulate_study(n_raters=6, n_images=4, seed=2, retest_share=0.1),
                           study="pilot")
@@ -162,7 +163,7 @@ def test_report_on_database(study_db: str, tmp_path: Path, capsys) -> None:
 
 
 def test_results_function_checks_the_token(study_db: str, tmp_path: Path) -> None:
-    from survey.admin_tab import DISABLED, WRONG_TOKEN, make_results
+    from survey.study.admin_tab import DISABLED, WRONG_TOKEN, make_results
 
     common = dict(db_url=study_db, out_dir=tmp_path, study="pilot", resamples=200)
     assert make_results(admin_token=None, token="x", **common).message == DISABLED
@@ -182,7 +183,7 @@ def results_server(study_db: str, tmp_path_factory):
     """The Results tab alone in a Blocks, served on 127.0.0.1 with token "s3cret"."""
     import gradio as gr
 
-    from survey.admin_tab import build_results_tab
+    from survey.study.admin_tab import build_results_tab
 
     out_dir = tmp_path_factory.mktemp("results")
     with gr.Blocks() as app:
@@ -247,7 +248,7 @@ def test_results_tab_in_a_browser(results_server, chromium_path: str) -> None:
 def test_disabled_tab_explains_how_to_enable(tmp_path: Path) -> None:
     import gradio as gr
 
-    from survey.admin_tab import build_results_tab
+    from survey.study.admin_tab import build_results_tab
 
     with gr.Blocks() as app:
         build_results_tab(db_url="sqlite://", admin_token="", out_dir=tmp_path)

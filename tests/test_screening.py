@@ -7,14 +7,16 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from survey import screening, stats
-from survey.simulate import simulate_study
+from survey.analysis import screening, stats
+from survey.analysis.simulate import simulate_study
+from survey import ratings as contract
+from survey.analysis.codes import Coded, code_ratings
 
 
 def frame(rows: list[tuple]) -> pd.DataFrame:
     df = pd.DataFrame([r if len(r) == 5 else (*r, 0) for r in rows],
                       columns=["rater", "image", "method", "score", "repeat"])
-    return stats.clean_ratings(df)
+    return contract.validate(df)
 
 
 def test_kurtosis_matches_scipy() -> None:
@@ -51,7 +53,7 @@ def test_bt500_matches_the_procedure_written_out() -> None:
             rows.append((f"h{r}", f"i{j}", "m", int(base + rng.integers(-1, 2) * (r % 3 == 0))))
         rows.append(("x", f"i{j}", "m", 5 if j % 2 else 1))
     df = frame(rows)
-    table = screening.bt500(screening.code_ratings(df))
+    table = screening.bt500(code_ratings(df))
     expected = reference_bt500(df)
     for rater, (p, q, reject) in expected.items():
         assert (table.loc[rater, "bt500_p"], table.loc[rater, "bt500_q"]) == (p, q)
@@ -60,8 +62,8 @@ def test_bt500_matches_the_procedure_written_out() -> None:
 
 
 def test_mos_correlation_is_pearson_with_the_leave_one_out_mos() -> None:
-    df = stats.clean_ratings(simulate_study(n_raters=6, n_images=5, seed=2))
-    corr = screening.mos_correlation(screening.code_ratings(df))
+    df = contract.validate(simulate_study(n_raters=6, n_images=5, seed=2))
+    corr = screening.mos_correlation(code_ratings(df))
     mine = df[df["rater"] == "r002"]
     others = df[df["rater"] != "r002"].groupby(["image", "method"])["score"].mean()
     loo = others.loc[list(zip(mine["image"], mine["method"]))].to_numpy()
@@ -92,7 +94,9 @@ def test_p913_model_recovers_bias_and_inconsistency() -> None:
     noise = rng.uniform(0.2, 1.0, n_r)
     r, s = (a.ravel() for a in np.meshgrid(np.arange(n_r), np.arange(n_s), indexing="ij"))
     u = psi[s] + bias[r] + noise[r] * rng.standard_normal(r.size)
-    coded = screening.Coded([f"r{i:02d}" for i in range(n_r)], r, s, n_s, u)
+    coded = Coded(raters=[f"r{i:02d}" for i in range(n_r)], images=[f"i{j:03d}" for j in range(n_s)],
+                  methods=["m"], rater_idx=r, image_idx=s, method_idx=np.zeros_like(s), stimulus_idx=s,
+                  stimulus_image=np.arange(n_s), stimulus_method=np.zeros(n_s, dtype=np.int64), scores=u)
     model = screening.p913_model(coded)
     assert model["bias"].to_numpy() == pytest.approx(bias, abs=0.15)
     assert model["inconsistency"].to_numpy() == pytest.approx(noise, rel=0.15)
@@ -106,7 +110,7 @@ def test_screening_catches_outliers_and_keeps_honest_raters() -> None:
         df = simulate_study(n_raters=26, n_images=20, seed=700 + study, outlier_share=0.15,
                             retest_share=0.1)
         planted = set(df.attrs["outliers"])
-        table = screening.screen_raters(stats.clean_ratings(df))
+        table = screening.screen_raters(contract.validate(df))
         rejected = set(table.index[table["rejected"]])
         caught += len(rejected & planted)
         outliers += len(planted)
@@ -117,7 +121,7 @@ def test_screening_catches_outliers_and_keeps_honest_raters() -> None:
 
 
 def test_constant_rater_is_flagged_with_a_reason() -> None:
-    df = stats.clean_ratings(simulate_study(n_raters=8, n_images=4, seed=5))
+    df = contract.validate(simulate_study(n_raters=8, n_images=4, seed=5))
     df.loc[df["rater"] == "r003", "score"] = 3
     table = screening.screen_raters(df)
     assert table.loc["r003", "rejected"]

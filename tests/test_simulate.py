@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from survey import report
-from survey.simulate import COLUMNS, PAPER_METHODS, simulate_study, true_means
+from survey.analysis import report
+from survey.analysis.simulate import COLUMNS, PAPER_METHODS, simulate_study, true_means
+from survey import ratings as contract
 
 
 def test_format_and_design() -> None:
@@ -59,18 +60,18 @@ def test_true_means_match_a_monte_carlo_of_the_same_model() -> None:
 
 
 def test_cli_writes_a_csv_the_report_reads(tmp_path: Path, capsys) -> None:
-    from survey.simulate import main
+    from survey.analysis.simulate import main
 
     out = tmp_path / "ratings.csv"
     assert main(["--raters", "4", "--images", "3", "--seed", "9", "--outliers", "0.25", "--out", str(out)]) == 0
     stdout = capsys.readouterr().out
     assert "outlier raters: r" in stdout and "srgan" in stdout
-    df = report.read_csv(out)
+    df = contract.read_csv(out)
     assert df["rater"].nunique() == 4 and (df["repeat"] == 0).sum() == 4 * 3 * 5
 
 
 def test_cli_refuses_bad_values_without_a_traceback(tmp_path: Path, capsys) -> None:
-    from survey.simulate import main
+    from survey.analysis.simulate import main
 
     for bad in (["--raters", "0"], ["--outliers", "2"], ["--missing", "-0.1"]):
         with pytest.raises(SystemExit):

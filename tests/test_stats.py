@@ -9,15 +9,17 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from survey import reliability, stats
-from survey.simulate import simulate_study
+from survey.analysis import reliability, stats
+from survey.analysis.simulate import simulate_study
+from survey import ratings as contract
+from survey.analysis.codes import code_ratings
 
 
 def frame(rows: list[tuple]) -> pd.DataFrame:
     """Ratings from (rater, image, method, score[, repeat]) tuples."""
     df = pd.DataFrame([r if len(r) == 5 else (*r, 0) for r in rows],
                       columns=["rater", "image", "method", "score", "repeat"])
-    return stats.clean_ratings(df)
+    return contract.validate(df)
 
 
 # --- intervals ------------------------------------------------------------------------
@@ -35,8 +37,8 @@ def test_t_interval_matches_scipy() -> None:
 def test_cluster_bootstrap_weights_raters_and_images() -> None:
     # Recompute the first resample by hand: repeat each rating w_r * v_i times, then average.
     df = simulate_study(n_raters=5, n_images=4, seed=3, missing_share=0.2)
-    layout = stats.make_layout(stats.clean_ratings(df))
-    boot = stats.cluster_bootstrap_means(layout.sums, layout.counts, resamples=3, seed=11)
+    layout = code_ratings(contract.validate(df))
+    boot = stats.cluster_bootstrap_means(*layout.cells, resamples=3, seed=11)
     rng = np.random.default_rng(11)
     w = rng.multinomial(5, np.full(5, 0.2), size=3)
     v = rng.multinomial(4, np.full(4, 0.25), size=3)
@@ -49,9 +51,9 @@ def test_cluster_bootstrap_weights_raters_and_images() -> None:
 
 
 def test_bootstrap_without_resampling_returns_the_mean() -> None:
-    df = stats.clean_ratings(simulate_study(n_raters=4, n_images=3, seed=1))
-    layout = stats.make_layout(df)
-    boot = stats.cluster_bootstrap_means(layout.sums, layout.counts, resamples=2, seed=0,
+    df = contract.validate(simulate_study(n_raters=4, n_images=3, seed=1))
+    layout = code_ratings(df)
+    boot = stats.cluster_bootstrap_means(*layout.cells, resamples=2, seed=0,
                                          resample_raters=False, resample_images=False)
     means = df.groupby("method")["score"].mean().reindex(layout.methods).to_numpy()
     assert boot == pytest.approx(np.vstack([means, means]))
@@ -68,7 +70,7 @@ def test_variance_components_recover_a_known_crossed_design() -> None:
     y = np.where(m == 0, 2.0, 3.0) + rater[r] + image[i] + rng.normal(0, 0.3, r.size)
     df = pd.DataFrame({"rater": r.astype(str), "image": i.astype(str),
                        "method": np.where(m == 0, "a", "b"), "score": y, "repeat": 0})
-    comp = stats.variance_components(stats.make_layout(df))
+    comp = stats.variance_components(code_ratings(df))
     assert comp["rater"] == pytest.approx(rater.var(), rel=0.1)
     assert comp["image"] == pytest.approx(image.var(), rel=0.1)
     assert comp["residual"] == pytest.approx(0.09, rel=0.1)
@@ -82,7 +84,7 @@ def test_clustered_interval_covers_the_truth_and_naive_does_not() -> None:
     for study in range(400):
         df = simulate_study(n_raters=26, n_images=20, seed=10_000 + study)
         truth = df.attrs["true_means"]
-        table = stats.mos_table(stats.clean_ratings(df), resamples=400, seed=study)
+        table = stats.mos_table(contract.validate(df), resamples=400, seed=study)
         t = table["method"].map(truth)
         covered_boot += list((table["boot_lo"] <= t) & (t <= table["boot_hi"]))
         covered_naive += list((table["naive_lo"] <= t) & (t <= table["naive_hi"]))
@@ -150,7 +152,7 @@ def test_probability_of_superiority_counts_ties_half() -> None:
 
 
 def test_pairwise_table_uses_per_rater_and_per_image_means() -> None:
-    df = stats.clean_ratings(simulate_study(n_raters=8, n_images=6, seed=4))
+    df = contract.validate(simulate_study(n_raters=8, n_images=6, seed=4))
     table = stats.pairwise_table(df, resamples=200)
     assert len(table) == 10
     row = table[(table["method_a"] == "bicubic") & (table["method_b"] == "srgan")].iloc[0]
@@ -165,13 +167,13 @@ def test_pairwise_table_uses_per_rater_and_per_image_means() -> None:
 
 
 def test_clean_ratings_messages() -> None:
-    with pytest.raises(stats.RatingsError, match="missing column.*score"):
-        stats.clean_ratings(pd.DataFrame({"rater": ["a"], "image": ["b"], "method": ["c"]}))
+    with pytest.raises(contract.RatingsError, match="missing column.*score"):
+        contract.validate(pd.DataFrame({"rater": ["a"], "image": ["b"], "method": ["c"]}))
     base = {"rater": ["a", "a"], "image": ["b", "c"], "method": ["m", "m"]}
-    with pytest.raises(stats.RatingsError, match="line 3 has '6'"):
-        stats.clean_ratings(pd.DataFrame({**base, "score": ["4", "6"]}))
-    with pytest.raises(stats.RatingsError, match="whole number; line 2 has '2.5'"):
-        stats.clean_ratings(pd.DataFrame({**base, "score": ["2.5", "3"]}))
+    with pytest.raises(contract.RatingsError, match="line 3 has '6'"):
+        contract.validate(pd.DataFrame({**base, "score": ["4", "6"]}))
+    with pytest.raises(contract.RatingsError, match="whole number; line 2 has '2.5'"):
+        contract.validate(pd.DataFrame({**base, "score": ["2.5", "3"]}))
 
 
 # --- reliability ----------------------------------------------------------------------

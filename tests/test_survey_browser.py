@@ -18,8 +18,8 @@ from PIL import Image
 from conftest import CHROMIUM_ARGS, ROOT, free_port
 from srgan.models import SRResNet
 from srgan.weights import save_weights
-from survey import db, export, prepare, store
-from survey.study_tab import _stimulus_html
+from survey.study import db, export, prepare, store
+from survey.study.study_tab import _stimulus_html
 
 pytestmark = pytest.mark.e2e  # a real server, and Chromium
 
@@ -40,7 +40,7 @@ def server(tmp_path_factory):
     """A small Blocks with the study tab on 127.0.0.1 (3 images x nearest/bicubic/hr)."""
     import gradio as gr
 
-    from survey.study_tab import build_study_tab
+    from survey.study.study_tab import build_study_tab
 
     root = tmp_path_factory.mktemp("study")
     app_dir = root / "var"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from survey import db, prepare, store
+from survey.study import db, prepare, store
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from survey import protocol
+from survey.study import protocol
 
 
 def make_stimuli(n_images: int, methods: list[str]) -> list[protocol.StimulusKey]:

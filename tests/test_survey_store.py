@@ -13,8 +13,9 @@ import pytest
 from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from survey import db, export, protocol, store
-from survey.db import Presentation, Rating, SchemaInfo
+from survey.study import db, export, protocol, store
+from survey.study.db import Presentation, Rating, SchemaInfo
+from survey import ratings as contract
 from test_postgres import postgres_database
 
 
@@ -281,12 +282,12 @@ def test_export_round_trip_and_import_is_idempotent(engine, db_url, tmp_path):
         scores.append(score)
         item = store.submit_rating(engine, code, study, item.presentation_id, score).item
     frame = export.ratings_frame(db_url, study)
-    assert list(frame.columns) == export.COLUMNS
+    assert list(frame.columns) == list(contract.COLUMNS)
     assert list(frame["score"]) == scores and frame["repeat"].sum() == 1
     assert (frame["response_ms"] >= 0).all() and (frame["answered_at"] >= frame["shown_at"]).all()
     assert code not in set(frame["rater"])  # the secret code never leaves the database
     path = export.write_ratings_csv(frame, tmp_path / "ratings.csv")
-    assert path.read_text().splitlines()[0] == ",".join(export.COLUMNS)
+    assert path.read_text().splitlines()[0] == ",".join(contract.COLUMNS)
     back = export.read_ratings_csv(path)
     assert back.equals(frame)
     assert export.import_ratings(db_url, back, study="elsewhere") == {"ratings": 7, "sessions_skipped": 0}
@@ -296,7 +297,7 @@ def test_export_round_trip_and_import_is_idempotent(engine, db_url, tmp_path):
     assert len(export.ratings_frame(db_url)) == 14
     # Ratings of an image the study only shows as a calibration example are refused whole.
     onto_calibration = back.assign(image=back["image"].where(back.index > 0, "cal0"), session="other")
-    with pytest.raises(export.RatingsFileError, match="calibration images .*cal0"):
+    with pytest.raises(contract.RatingsError, match="calibration images .*cal0"):
         export.import_ratings(db_url, onto_calibration, study=study)
     assert len(export.ratings_frame(db_url, study)) == 7
 
@@ -314,14 +315,14 @@ def test_export_round_trip_and_import_is_idempotent(engine, db_url, tmp_path):
     ],
 )
 def test_read_ratings_csv_rejects_bad_files_clearly(tmp_path, change, message):
-    good = (",".join(export.COLUMNS) + "\n"
+    good = (",".join(contract.COLUMNS) + "\n"
             + "s,R1,S1,img0,nearest,3,0,2026-01-01T10:00:00Z,2026-01-01T10:00:02Z,2000\n"
             + "s,R1,S1,img1,hr,5,0,2026-01-01T10:00:03Z,2026-01-01T10:00:04Z,1000\n")
     path = tmp_path / "ok.csv"
     path.write_text(good)
     assert len(export.read_ratings_csv(path)) == 2
     path.write_text(change(good))
-    with pytest.raises(export.RatingsFileError, match=message):
+    with pytest.raises(contract.RatingsError, match=message):
         export.read_ratings_csv(path)
 
 

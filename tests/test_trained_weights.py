@@ -130,7 +130,7 @@ def test_upscale_cli_uses_the_shipped_srresnet_by_default(package_weights: Path,
 def test_demo_and_study_offer_both_trained_networks(package_weights: Path, tmp_path: Path) -> None:
     from skimage import data
 
-    from survey import db, prepare, store
+    from survey.study import db, prepare, store
 
     assert {"srresnet", "srgan"} <= set(Upscaler().available_methods())
     for name in ("srresnet_x4", "srgan_x4"):
@@ -167,7 +167,7 @@ def test_alpha_slider_blends_the_two_trained_networks(package_weights: Path, ben
 
 def test_built_in_example_study_rates_both_trained_networks(package_weights: Path, tmp_path: Path) -> None:
     """What `python app.py` serves raters: the example photos under all five conditions."""
-    from survey import db, prepare, store
+    from survey.study import db, prepare, store
 
     url = f"sqlite:///{tmp_path / 'study.sqlite'}"
     try:
@@ -192,7 +192,7 @@ def test_prepare_a_bsd100_study_makes_the_papers_five_conditions(package_weights
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     """`python -m survey.prepare --name bsd100 --hr-dir ...` with no --methods (two BSD100 photos,
     for time): nearest, bicubic, srresnet, srgan and hr, none skipped."""
-    from survey import db, prepare, store
+    from survey.study import db, prepare, store
 
     hr_dir = tmp_path / "bsd100"
     hr_dir.mkdir()

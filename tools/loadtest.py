@@ -1,9 +1,9 @@
 """Load test of the MOS study: many simulated raters complete a study at once over HTTP.
 
-    python -m survey.loadtest                                  # 50 raters x 40 stimuli, SQLite
-    python -m survey.loadtest --db-url postgresql+psycopg://user@127.0.0.1:5432/db
-    python -m survey.loadtest --servers 2 --db-url URL     # two app processes, one database
-    python -m survey.loadtest --url http://127.0.0.1:7860/ --db-url URL --study NAME
+    python -m tools.loadtest                                  # 50 raters x 40 stimuli, SQLite
+    python -m tools.loadtest --db-url postgresql+psycopg://user@127.0.0.1:5432/db
+    python -m tools.loadtest --servers 2 --db-url URL     # two app processes, one database
+    python -m tools.loadtest --url http://127.0.0.1:7860/ --db-url URL --study NAME
 
 Without ``--url`` it prepares a study of ``--stimuli`` small synthetic stimuli (4 methods,
 nearest and hr included so calibration runs as in a real study) in a temporary app folder,
@@ -35,11 +35,13 @@ from urllib.parse import urlsplit
 
 from PIL import Image as PILImage
 
+from survey.ratings import LOW_ANCHOR, REFERENCE
+
 ROOT = Path(__file__).resolve().parent.parent
 MAX_RATERS = 500
 MAX_STIMULI = 400
 MAX_SERVERS = 8
-LOAD_METHODS = ("nearest", "bicubic", "srgan", "hr")
+LOAD_METHODS = (LOW_ANCHOR, "bicubic", "srgan", REFERENCE)  # the anchors let calibration run
 REQUEST_TIMEOUT_S = 60.0
 RETRIES = 5  # per step, after "not saved" or a dropped connection
 # The app's defences against ratings stuffing (new raters per client per hour, a floor on the
@@ -89,7 +91,7 @@ def write_synthetic_outputs(folder: Path, *, stimuli: int, size: int = 48) -> Pa
 
 def prepare_load_study(*, db_url: str, app_dir: Path, study: str, stimuli: int) -> None:
     """A study of ``stimuli`` stimuli (default protocol: calibration and 2 hidden repeats)."""
-    from survey.prepare import prepare_from_outputs
+    from survey.study.prepare import prepare_from_outputs
 
     with tempfile.TemporaryDirectory() as outputs:
         write_synthetic_outputs(Path(outputs), stimuli=stimuli)
@@ -323,7 +325,7 @@ def stored_ratings(db_url: str, study: str) -> dict[str, set[int]]:
     from sqlalchemy import select
     from sqlalchemy.orm import Session
 
-    from survey.db import Presentation, Rater, Rating, RatingSession, Study, get_engine
+    from survey.study.db import Presentation, Rater, Rating, RatingSession, Study, get_engine
 
     with Session(get_engine(db_url)) as session:
         rows = session.execute(
@@ -345,7 +347,7 @@ def duplicate_ratings(db_url: str, study: str) -> int:
     from sqlalchemy import func, select
     from sqlalchemy.orm import Session
 
-    from survey.db import Presentation, Rating, RatingSession, Study, get_engine
+    from survey.study.db import Presentation, Rating, RatingSession, Study, get_engine
 
     per_showing = (
         select(func.count(Rating.id).label("n"))
@@ -442,7 +444,7 @@ def load_test(*, raters: int, stimuli: int, db_url: str | None = None, url: str 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m survey.loadtest", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.loadtest", description=__doc__.split("\n\n")[0])
     parser.add_argument("--raters", type=int, default=50, help=f"simulated raters at once (default 50, at most {MAX_RATERS})")
     parser.add_argument("--stimuli", type=int, default=40, help="stimuli in the study, a multiple of 4 (default 40)")
     parser.add_argument("--db-url", help="SQLAlchemy URL of an empty database (default: a SQLite file in a temp folder)")

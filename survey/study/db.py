@@ -225,7 +225,7 @@ def default_app_dir() -> Path:
     env = os.environ.get("SRGAN_APP_DIR")
     if env:
         return Path(env)
-    checkout = Path(__file__).resolve().parent.parent
+    checkout = Path(__file__).resolve().parents[2]
     if (checkout / "pyproject.toml").is_file():  # only a source tree has it next to the packages
         return checkout / "var"
     return Path.cwd() / "var"

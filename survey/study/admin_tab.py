@@ -2,8 +2,9 @@
 
 Call ``build_results_tab`` inside ``with gr.Tab("Results"):`` within a ``gr.Blocks``. Without a
 token (env SRGAN_ADMIN_TOKEN) the tab only says how to enable it. With one, "Refresh report"
-runs ``survey.report`` on the database and shows the summary table, the figures, the Markdown
-report and a download of the ratings CSV (deleted from the server once downloaded: refresh
+reads the study's ratings (``export.read_ratings``), runs the analysis on them
+(``survey.analysis.report``) and shows the summary table, the figures (in-memory images), the
+report's text as rendered, and a download of the ratings CSV (deleted from the server once downloaded: refresh
 to download it again). The same function is the named API endpoint
 ``results_report`` (inputs: token, study, screening), which also checks the token.
 """
@@ -19,9 +20,14 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from survey import report, stats
-from survey.cleanup import ONE_SHOT
-from survey.export import write_ratings_csv
+from PIL import Image as PILImage
+
+from survey.analysis import report
+from survey.ratings import FIRST_SHOWING, RatingsError, select_study
+from survey.study import store
+from survey.study.cleanup import ONE_SHOT
+from survey.study.db import get_engine
+from survey.study.export import read_ratings, write_ratings_csv
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +47,7 @@ class ResultsView:
 
     message: str
     summary: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SUMMARY_COLUMNS))
-    figures: list[str] = field(default_factory=list)
+    figures: list[tuple[PILImage.Image, str]] = field(default_factory=list)  # (image, caption)
     markdown: str = ""
     ratings_csv: str | None = None
 
@@ -65,9 +71,9 @@ def make_results(*, db_url: str, admin_token: str | None, out_dir: Path, token: 
         return ResultsView(message=WRONG_TOKEN)
     study = (study or "").strip() or None
     try:
-        ratings = report.read_db(db_url, study)
-        ratings, study_name = report.select_study(ratings, study)
-    except stats.RatingsError as error:
+        ratings = read_ratings(db_url, study)
+        ratings, study_name = select_study(ratings, study)
+    except RatingsError as error:
         return ResultsView(message=f"**Cannot make the report:** {error}")
     if ratings.empty:
         where = f"study {study!r}" if study else "the database"
@@ -77,28 +83,25 @@ def make_results(*, db_url: str, admin_token: str | None, out_dir: Path, token: 
         analysis = report.analyse(ratings, study=study_name, screening_on=screening,
                                   resamples=resamples, seed=0)
         command = f"results tab (study {study_name!r}, screening {'on' if screening else 'off'})"
-        path = report.write_report(analysis, folder, command=command)
+        # The text and the figures go to the page as they are made: no report folder is
+        # written and read back. Only the ratings CSV is a file, for its download.
+        markdown = report.report_markdown(analysis, command=command, figures=[])
+        figures = report.figure_images(analysis)
         csv_path = write_ratings_csv(ratings, folder / f"ratings_{_folder_name(study_name)}.csv")
     except Exception:  # the admin gets a message; the details go to the server log
         log.exception("results report failed")
         return ResultsView(message="**The report failed** on this data; see the server log.")
-    figures = [str(folder / name) for name in report.FIGURES if (folder / name).exists()]
     rejected = int(analysis.raters["rejected"].astype(bool).sum()) if len(analysis.raters) else 0
     message = (f"Report for study **{study_name or '(unnamed)'}**: "
-               f"{ratings['rater'].nunique()} raters, {int((ratings['repeat'] == 0).sum())} ratings; "
-               f"screening {'on' if screening else 'off'}, {rejected} rater(s) flagged. "
-               f"Written to `{path.parent}`.")
-    # Figures are linked from the report's folder; the tab shows them in the gallery instead.
-    markdown = re.sub(r"!\[[^\]]*\]\([^)]*\)\n", "", path.read_text())
+               f"{ratings['rater'].nunique()} raters, "
+               f"{int((ratings['repeat'] == FIRST_SHOWING).sum())} ratings; "
+               f"screening {'on' if screening else 'off'}, {rejected} rater(s) flagged.")
     return ResultsView(message=message, summary=report.summary_frame(analysis),
                        figures=figures, markdown=markdown, ratings_csv=str(csv_path))
 
 
 def _study_choices(db_url: str) -> list[str]:
     try:
-        from survey import store
-        from survey.db import get_engine
-
         return store.list_studies(get_engine(db_url))
     except Exception:  # the database does not answer: type a name instead
         return []

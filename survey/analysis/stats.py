@@ -31,110 +31,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-SCORES = (1, 2, 3, 4, 5)
-ACR_LABELS = {1: "Bad", 2: "Poor", 3: "Fair", 4: "Good", 5: "Excellent"}
-COLUMNS = (
-    "study", "rater", "session", "image", "method", "score",
-    "repeat", "shown_at", "answered_at", "response_ms",
-)
-REQUIRED_COLUMNS = ("rater", "image", "method", "score")
-# The paper's BSD100 conditions, in the order its tables use; other methods follow by name.
-PREFERRED_ORDER = ("nearest", "bicubic", "srresnet", "srgan", "hr")
+from survey.analysis.codes import Coded, code_ratings
+from survey.ratings import first_showings, method_order
+
 LEVEL = 0.95
-
-
-class RatingsError(ValueError):
-    """A ratings table the report cannot use; str() is a message for the user."""
-
-
-def clean_ratings(df: pd.DataFrame) -> pd.DataFrame:
-    """Validate a ratings table and return it with normalised types.
-
-    Needs columns rater, image, method, score; study, session and repeat are filled in
-    when absent. Scores must be integers 1..5; the message names the first bad row
-    (counting the CSV header as line 1).
-    """
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
-    if missing:
-        raise RatingsError(
-            f"the ratings table is missing column(s): {', '.join(missing)} "
-            f"(expected columns: {', '.join(COLUMNS)})"
-        )
-    out = df.copy()
-    for column in ("rater", "image", "method"):
-        blank = out[column].isna() | (out[column].astype(str).str.strip() == "")
-        if blank.any():
-            line = int(np.flatnonzero(blank.to_numpy())[0]) + 2
-            raise RatingsError(f"column '{column}' is empty on line {line}")
-        out[column] = out[column].astype(str)
-    out["score"] = _integer_column(out["score"], "score", low=1, high=5)
-    if "repeat" in out.columns:
-        out["repeat"] = _integer_column(out["repeat"].fillna(0), "repeat", low=0, high=None)
-    else:
-        out["repeat"] = 0
-    for column in ("study", "session"):
-        if column not in out.columns:
-            out[column] = ""
-        out[column] = out[column].fillna("").astype(str)
-    return out.reset_index(drop=True)
-
-
-def _integer_column(values: pd.Series, name: str, *, low: int, high: int | None) -> pd.Series:
-    numbers = pd.to_numeric(values, errors="coerce")
-    bad = numbers.isna() | (numbers != np.round(numbers))
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise RatingsError(
-            f"{name} must be a whole number; line {row + 2} has {values.iloc[row]!r}"
-        )
-    bad = numbers < low if high is None else (numbers < low) | (numbers > high)
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        allowed = f">= {low}" if high is None else f"in {low}..{high}"
-        raise RatingsError(
-            f"{name} must be {allowed}; line {row + 2} has {values.iloc[row]!r}"
-        )
-    return numbers.astype(np.int64)
-
-
-def method_order(names) -> list[str]:
-    """The paper's conditions first in their usual order, then any others sorted."""
-    names = set(names)
-    return [m for m in PREFERRED_ORDER if m in names] + sorted(names - set(PREFERRED_ORDER))
-
-
-@dataclass(frozen=True)
-class Layout:
-    """First-showing ratings as integer codes, plus dense per-cell sums and counts."""
-
-    raters: list[str]
-    images: list[str]
-    methods: list[str]
-    rater_idx: np.ndarray
-    image_idx: np.ndarray
-    method_idx: np.ndarray
-    scores: np.ndarray
-    sums: np.ndarray  # (raters, images, methods)
-    counts: np.ndarray  # (raters, images, methods)
-
-
-def make_layout(ratings: pd.DataFrame, *, methods: list[str] | None = None) -> Layout:
-    first = ratings[ratings["repeat"] == 0]
-    methods = method_order(first["method"].unique()) if methods is None else list(methods)
-    raters = sorted(first["rater"].unique())
-    images = sorted(first["image"].unique())
-    rater_idx = pd.Categorical(first["rater"], categories=raters).codes.astype(np.int64)
-    image_idx = pd.Categorical(first["image"], categories=images).codes.astype(np.int64)
-    method_idx = pd.Categorical(first["method"], categories=methods).codes.astype(np.int64)
-    keep = method_idx >= 0
-    rater_idx, image_idx, method_idx = rater_idx[keep], image_idx[keep], method_idx[keep]
-    scores = first["score"].to_numpy(dtype=np.float64)[keep]
-    shape = (len(raters), len(images), len(methods))
-    flat = np.ravel_multi_index((rater_idx, image_idx, method_idx), shape)
-    size = int(np.prod(shape))
-    sums = np.bincount(flat, weights=scores, minlength=size).reshape(shape)
-    counts = np.bincount(flat, minlength=size).astype(np.float64).reshape(shape)
-    return Layout(raters, images, methods, rater_idx, image_idx, method_idx, scores, sums, counts)
 
 
 # --- intervals ------------------------------------------------------------------------
@@ -190,20 +90,21 @@ def cluster_bootstrap_means(
     return out
 
 
-def _cell_residual_variance(layout: Layout) -> np.ndarray:
+def _cell_residual_variance(coded: Coded) -> np.ndarray:
     """Per method: sum over rated (rater, image) cells of squared two-way residuals / N^2.
 
     This is the rater x image residual's share of the variance of a method's mean (its
     sigma_e^2 / N); the pigeonhole bootstrap counts it about three times.
     """
-    out = np.full(len(layout.methods), math.nan)
-    for m in range(len(layout.methods)):
-        counts = layout.counts[:, :, m]
+    sums, all_counts = coded.cells
+    out = np.full(len(coded.methods), math.nan)
+    for m in range(len(coded.methods)):
+        counts = all_counts[:, :, m]
         rated = counts > 0
         n = rated.sum()
         if n == 0:
             continue
-        cell = np.where(rated, layout.sums[:, :, m] / np.where(rated, counts, 1), 0.0)
+        cell = np.where(rated, sums[:, :, m] / np.where(rated, counts, 1), 0.0)
         residual = _two_way_residuals(cell, rated)
         n_rows = int(rated.any(axis=1).sum())
         n_cols = int(rated.any(axis=0).sum())
@@ -237,7 +138,7 @@ def _two_way_residuals(cell: np.ndarray, rated: np.ndarray, *, sweeps: int = 50)
 # --- random effects -------------------------------------------------------------------
 
 
-def variance_components(layout: Layout) -> dict[str, float]:
+def variance_components(coded: Coded) -> dict[str, float]:
     """Rater, image and residual variances of score ~ method + (1|rater) + (1|image).
 
     Three quadratic forms of the method-centred scores and their expectations under the
@@ -251,9 +152,9 @@ def variance_components(layout: Layout) -> dict[str, float]:
     the design cannot separate them (fewer than 2 raters or 2 images).
     """
     nan = {"rater": math.nan, "image": math.nan, "residual": math.nan}
-    r_idx, i_idx, m_idx, y = layout.rater_idx, layout.image_idx, layout.method_idx, layout.scores
+    r_idx, i_idx, m_idx, y = coded.rater_idx, coded.image_idx, coded.method_idx, coded.scores
     n = y.size
-    n_r, n_i, n_m = len(layout.raters), len(layout.images), len(layout.methods)
+    n_r, n_i, n_m = len(coded.raters), len(coded.images), len(coded.methods)
     if n < 3:
         return nan
     method_mean = np.bincount(m_idx, weights=y, minlength=n_m) / np.maximum(
@@ -289,13 +190,14 @@ def variance_components(layout: Layout) -> dict[str, float]:
     return {"rater": max(rater, 0.0), "image": max(image, 0.0), "residual": residual}
 
 
-def random_effects_standard_errors(layout: Layout, components: dict[str, float]) -> np.ndarray:
+def random_effects_standard_errors(coded: Coded, components: dict[str, float]) -> np.ndarray:
     """SE of each method's mean rating implied by the variance components and its design."""
-    out = np.full(len(layout.methods), math.nan)
+    out = np.full(len(coded.methods), math.nan)
     if any(math.isnan(v) for v in components.values()):
         return out
-    for m in range(len(layout.methods)):
-        counts = layout.counts[:, :, m]
+    _, all_counts = coded.cells
+    for m in range(len(coded.methods)):
+        counts = all_counts[:, :, m]
         n = counts.sum()
         if n == 0:
             continue
@@ -312,8 +214,12 @@ def random_effects_standard_errors(layout: Layout, components: dict[str, float])
 
 MOS_COLUMNS = [
     "method", "n_ratings", "n_raters", "n_images", "mos", "sd", "naive_lo", "naive_hi",
-    "boot_se", "boot_lo", "boot_hi", "re_se", "re_lo", "re_hi", "note",
+    "boot_se", "boot_lo", "boot_hi", "re_se", "re_lo", "re_hi", "small_sample", "note",
 ]
+# Below this many raters or images a method's intervals rest on a handful of clusters (t with
+# k - 1 <= 3 degrees of freedom): they are kept inside the scale and flagged as rough.
+SMALL_SAMPLE = 5
+SCALE = (1.0, 5.0)
 
 
 def _cluster_shortfall(n_raters: int, n_images: int) -> str:
@@ -321,6 +227,14 @@ def _cluster_shortfall(n_raters: int, n_images: int) -> str:
     short = [f">= 2 {what} (has {n})" for what, n in (("raters", n_raters), ("images", n_images))
              if n < 2]
     return "needs " + " and ".join(short) if short else ""
+
+
+def _on_scale(lo: float, hi: float) -> tuple[float, float, bool]:
+    """An interval for a mean of 1..5 scores cannot leave 1..5: clip it, and say if it did."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return lo, hi, False
+    clipped = (max(lo, SCALE[0]), min(hi, SCALE[1]))
+    return clipped[0], clipped[1], clipped != (lo, hi)
 
 
 def mos_table(
@@ -331,18 +245,24 @@ def mos_table(
     seed: int = 0,
     level: float = LEVEL,
 ) -> pd.DataFrame:
-    """One row per method: MOS with naive, clustered-bootstrap and random-effects intervals."""
-    layout = make_layout(ratings, methods=methods)
+    """One row per method: MOS with naive, clustered-bootstrap and random-effects intervals.
+
+    Every interval is kept inside the 1..5 scale. A method with fewer than SMALL_SAMPLE raters or
+    images is flagged (``small_sample``) and its note says how few, and which intervals were
+    clipped; an interval that cannot be computed is NaN with the reason in the note.
+    """
+    coded = code_ratings(ratings, methods=methods)
+    sums, all_counts = coded.cells
     rows = []
     boot = None
-    if len(layout.raters) >= 2 and len(layout.images) >= 2 and layout.scores.size:
-        boot = cluster_bootstrap_means(layout.sums, layout.counts, resamples=resamples, seed=seed)
-        excess = 2.0 * _cell_residual_variance(layout)
-    components = variance_components(layout)
-    re_se = random_effects_standard_errors(layout, components)
-    for m, name in enumerate(layout.methods):
-        scores = layout.scores[layout.method_idx == m]
-        counts = layout.counts[:, :, m]
+    if len(coded.raters) >= 2 and len(coded.images) >= 2 and coded.scores.size:
+        boot = cluster_bootstrap_means(sums, all_counts, resamples=resamples, seed=seed)
+        excess = 2.0 * _cell_residual_variance(coded)
+    components = variance_components(coded)
+    re_se = random_effects_standard_errors(coded, components)
+    for m, name in enumerate(coded.methods):
+        scores = coded.scores[coded.method_idx == m]
+        counts = all_counts[:, :, m]
         n_raters = int((counts.sum(1) > 0).sum())
         n_images = int((counts.sum(0) > 0).sum())
         mean, naive_lo, naive_hi = t_interval(scores, level=level)
@@ -353,6 +273,7 @@ def mos_table(
             "naive_lo": naive_lo, "naive_hi": naive_hi,
             "boot_se": math.nan, "boot_lo": math.nan, "boot_hi": math.nan,
             "re_se": float(re_se[m]), "re_lo": math.nan, "re_hi": math.nan,
+            "small_sample": bool(scores.size) and min(n_raters, n_images) < SMALL_SAMPLE,
             "note": "",
         }
         notes = []
@@ -382,6 +303,18 @@ def mos_table(
             notes.append("random effects n/a: " + why)
         if scores.size == 1:
             notes.append("naive interval n/a: needs >= 2 ratings")
+        clipped = []
+        for key, label in (("boot", "clustered"), ("naive", "naive"), ("re", "random-effects")):
+            lo, hi, was_clipped = _on_scale(row[f"{key}_lo"], row[f"{key}_hi"])
+            row[f"{key}_lo"], row[f"{key}_hi"] = lo, hi
+            if was_clipped:
+                clipped.append(label)
+        if row["small_sample"]:
+            few = " and ".join(f"{n} {what}" for what, n in (("raters", n_raters), ("images", n_images))
+                               if n < SMALL_SAMPLE)
+            notes.insert(0, f"small sample: only {few} (< {SMALL_SAMPLE}); its intervals are rough")
+        if clipped:
+            notes.append(f"{', '.join(clipped)} interval clipped to the 1..5 scale")
         row["note"] = "; ".join(notes)
         rows.append(row)
     table = pd.DataFrame(rows, columns=MOS_COLUMNS)
@@ -473,7 +406,7 @@ def pairwise_table(
     seed: int = 0,
 ) -> pd.DataFrame:
     """All method pairs: Wilcoxon on per-rater and per-image means (Holm), effect sizes."""
-    first = ratings[ratings["repeat"] == 0]
+    first = first_showings(ratings)
     methods = method_order(first["method"].unique()) if methods is None else methods
     by_rater = first.pivot_table(index="rater", columns="method", values="score", aggfunc="mean")
     by_image = first.pivot_table(index="image", columns="method", values="score", aggfunc="mean")
@@ -517,7 +450,7 @@ def pairwise_table(
 
 def mean_ranks(ratings: pd.DataFrame, *, methods: list[str] | None = None) -> pd.DataFrame:
     """Per rater, the rank of each method by the rater's mean score (1 = best, ties averaged)."""
-    first = ratings[ratings["repeat"] == 0]
+    first = first_showings(ratings)
     methods = method_order(first["method"].unique()) if methods is None else methods
     by_rater = first.pivot_table(index="rater", columns="method", values="score", aggfunc="mean")
     by_rater = by_rater.reindex(columns=methods)

@@ -205,7 +205,7 @@ def limit_queue(blocks: gr.Blocks, *, study_concurrency_id: str,
     if queue is None or not all(hasattr(queue, name) for name in
                                 ("push", "event_queue_per_concurrency_id", "active_jobs", "max_size")):
         raise RuntimeError("this Gradio's queue has no push/event_queue_per_concurrency_id/active_jobs: "
-                           "survey.admission needs updating for it")
+                           "survey.study.admission needs updating for it")
     original_push: Callable = queue.push
     queue.max_size = None  # the rooms' bounds replace it
 

@@ -1,6 +1,6 @@
 """Every database operation of the study, one short transaction per call.
 
-Callers pass an engine (``survey.db.get_engine(url)``). Problems a rater or organiser can fix
+Callers pass an engine (``survey.study.db.get_engine(url)``). Problems a rater or organiser can fix
 raise ``StudyError`` with a message fit to show them; database failures propagate as
 SQLAlchemy errors so the UI can say "not saved, please retry" (``NextItemError`` when the
 rating was saved and only fetching the next item failed).
@@ -27,8 +27,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from survey import protocol
-from survey.db import (
+from survey.ratings import SCORE_LABELS
+from survey.study import protocol
+from survey.study.db import (
     Image,
     Method,
     Presentation,
@@ -42,7 +43,6 @@ from survey.db import (
 
 RATER_CODE = re.compile(r"[A-Za-z0-9_-]{22,64}")
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-SCORE_LABELS = {1: "Bad", 2: "Poor", 3: "Fair", 4: "Good", 5: "Excellent"}
 MAX_ID = 2**31 - 1  # ids are INTEGER columns (32-bit on PostgreSQL): larger numbers name nothing
 DEFAULT_ABANDON_MINUTES = 30.0
 CLAIM_CANDIDATES = 4  # abandoned sessions a join reads at once (it may lose some to concurrent joins)

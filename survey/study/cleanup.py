@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from survey.db import close_engines
+from survey.study.db import close_engines
 
 CACHE_MB = 1024
 CACHE_MINUTES = 60.0
@@ -200,7 +200,7 @@ def check_queue(blocks) -> None:
     queue = getattr(blocks, "_queue", None)
     if not all(hasattr(queue, name) for name in ("event_queue_per_concurrency_id", "active_jobs")):
         raise RuntimeError("this Gradio's queue has no event_queue_per_concurrency_id/active_jobs: "
-                           "survey.cleanup.files_in_use needs updating for it")
+                           "survey.study.cleanup.files_in_use needs updating for it")
 
 
 def files_in_use(blocks) -> set[str]:

@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from survey.screening import retest_pairs
+from survey.analysis.screening import retest_pairs
+from survey.ratings import first_showings
 
 
 def coincidence_matrix(unit_counts: np.ndarray) -> np.ndarray:
@@ -69,7 +70,7 @@ def krippendorff_alpha(
 
 def stimulus_counts(ratings: pd.DataFrame) -> np.ndarray:
     """(stimuli, 5) counts of scores 1..5 over first showings."""
-    first = ratings[ratings["repeat"] == 0]
+    first = first_showings(ratings)
     if first.empty:
         return np.zeros((0, 5))
     unit = first.groupby(["image", "method"], sort=False).ngroup().to_numpy()
@@ -95,7 +96,7 @@ def retest_summary(ratings: pd.DataFrame) -> dict[str, float]:
 
 def stimulus_table(ratings: pd.DataFrame, *, level: float = 0.95) -> pd.DataFrame:
     """Per (image, method): n, MOS, SOS and the t-interval over its raters."""
-    first = ratings[ratings["repeat"] == 0]
+    first = first_showings(ratings)
     grouped = first.groupby(["image", "method"])["score"]
     table = grouped.agg(n="size", mos="mean", sos="std").reset_index()
     n = table["n"].to_numpy()

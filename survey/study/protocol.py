@@ -15,11 +15,11 @@ import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
-StimulusKey = tuple[int, int, str]  # (stimulus id, image id, method name)
+# The condition roles are the ratings contract's: nearest is shown as an example of 1 (Bad), the
+# reference (hr) as one of 5 (Excellent), and both are hidden among the rated stimuli as gold items.
+from survey.ratings import CALIBRATION_HIGH, CALIBRATION_LOW, GOLD_METHODS  # noqa: F401
 
-CALIBRATION_LOW = "nearest"  # shown as an example of 1 (Bad)
-CALIBRATION_HIGH = "hr"  # shown as an example of 5 (Excellent)
-GOLD_METHODS = (CALIBRATION_LOW, CALIBRATION_HIGH)  # hidden gold items for rater screening
+StimulusKey = tuple[int, int, str]  # (stimulus id, image id, method name)
 
 
 @dataclass(frozen=True)

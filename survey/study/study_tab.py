@@ -14,7 +14,7 @@ client address, and no rating sooner than ``min_rating_ms`` after its image was 
 (refused, nothing stored). The client address is the connecting one; behind a reverse proxy
 it is the address the proxy forwards (uvicorn trusts X-Forwarded-For from the addresses in
 FORWARDED_ALLOW_IPS, by default 127.0.0.1), otherwise every rater shares the proxy's. Screening
-(survey.screening) catches the scripts that get through.
+(survey.analysis.screening) catches the scripts that get through.
 """
 
 from __future__ import annotations
@@ -37,10 +37,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from survey import store
-from survey.admission import client_address
-from survey.db import Rater, RatingSession, SchemaVersionError, Study, get_engine
-from survey.prepare import stimulus_path
+from survey.ratings import SCORE_LABELS
+from survey.study import store
+from survey.study.admission import client_address
+from survey.study.db import Rater, RatingSession, SchemaVersionError, Study, get_engine
+from survey.study.prepare import stimulus_path
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ def _stimulus_html(app_dir: Path, item: store.Item) -> tuple[str, bool]:
     size = f"width='{width}' height='{height}' style='max-width:none;width:{width}px;height:{height}px;'"
     banner = ""
     if item.is_calibration:
-        label = store.SCORE_LABELS[item.calibration_score or 1]
+        label = SCORE_LABELS[item.calibration_score or 1]
         what = "a badly upscaled image" if item.calibration_score == 1 else "the original photograph"
         banner = (
             f"<div class='study-calibration'><b>Example of a {item.calibration_score} ({label})</b>: "
@@ -446,7 +447,7 @@ def build_study_tab(*, db_url: str, app_dir: Path, study: str = "examples", join
         with gr.Row(visible=False) as score_row:
             score_buttons = [
                 gr.Button(f"{score} {label}", elem_id=f"study-score-{score}", min_width=90)
-                for score, label in store.SCORE_LABELS.items()
+                for score, label in SCORE_LABELS.items()
             ]
         gr.HTML("<small>Keys: 1 to 5 rate the image, Enter continues.</small>", js_on_load=KEYS_JS)
     page_state = gr.State({"code": None, "presentation_id": None})
@@ -514,7 +515,7 @@ def build_study_tab(*, db_url: str, app_dir: Path, study: str = "examples", join
     code_submit = code_box.submit(on_start, inputs=[code_box, consent_box, page_state], outputs=outputs, **event_options)
     code_submit.then(None, inputs=[code_box], js=URL_JS)
     continue_button.click(on_continue, inputs=[page_state], outputs=outputs, **event_options)
-    for score, button in zip(store.SCORE_LABELS, score_buttons):
+    for score, button in zip(SCORE_LABELS, score_buttons):
         button.click(on_rate(score), inputs=[page_state], outputs=outputs, **event_options)
 
     # Named API endpoints: the same protocol for gradio_client (state stays in the database).

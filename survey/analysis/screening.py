@@ -5,11 +5,21 @@ Criteria (each reported per rater; all on first showings except the test-retest 
 * ITU-R BT.500 observer rejection (BT.500-14 Annex 1 A1-2.3.1): per stimulus, the
   kurtosis beta2 = m4 / m2^2 decides whether scores are normal (2 <= beta2 <= 4, band
   mean +- 2 s) or not (band mean +- sqrt(20) s); P and Q count a rater's scores at or
-  above / at or below the band. Reject when (P + Q) / N > 0.05 and |P - Q| / (P + Q) < 0.3.
-  Stimuli whose scores are all equal (s = 0) are skipped: nobody is outlying there.
+  above / at or below the band. Reject when (P + Q) / N > 0.05 and |P - Q| / (P + Q) < 0.3,
+  N the rater's ratings. The Recommendation leaves two details open, so two readings are offered
+  (``BT500_READINGS``; the report names the one used):
+    "sample" (the default): s is the sample SD (N - 1) of the stimulus's scores, and stimuli
+      whose scores are all equal (s = 0) are skipped: nobody is outlying where all agree.
+    "population": s is the population SD (N), every stimulus counts, and on a stimulus where
+      all agree each score is both at or above and at or below the zero-width band, so it adds
+      to P and Q alike (as the SUREAL package computes it). This reading rejects more raters
+      of studies with many unanimous stimuli.
 * Correlation with the MOS: Pearson of a rater's scores with the leave-one-out MOS of the
   same stimuli (the rater's own score removed). Honest raters track the stimuli
-  (r ~ 0.8 on the paper's design); random scorers give r ~ 0, inverted raters r < 0.
+  (r ~ 0.8 on the paper's design); random scorers give r ~ 0, inverted raters r < 0. It is
+  only a test where the stimuli differ: when the leave-one-out MOS of the stimuli a rater
+  scored spans less than ``MIN_MOS_SPREAD`` (1 point), as in a study of one quality level,
+  there is nothing to track, and a rater who gives every image the same score is consistent.
 * Gold items: on an image where the rater scored both HR and nearest-neighbour
   upscaling, HR below nearest is a failure; the share of such images is reported.
 * Test-retest: mean absolute difference between the two showings of hidden duplicates.
@@ -30,7 +40,8 @@ Criteria (each reported per rater; all on first showings except the test-retest 
 Default rule (``screen_raters``): reject a rater when any holds
   (a) BT.500 rejects them;
   (b) correlation with the leave-one-out MOS < 0.25, or undefined because all their
-      scores are equal while the stimuli differ (needs >= 5 ratings);
+      scores are equal while the stimuli differ (needs >= 5 ratings of stimuli whose
+      leave-one-out MOS spans >= 1 point);
   (c) gold failures on more than 25 % of >= 3 gold images;
   (d) test-retest mean absolute difference > 1.5 over >= 5 duplicates;
   (e) median response time < 800 ms over >= 10 timed ratings;
@@ -47,18 +58,21 @@ track the methods' order) yet move bicubic's MOS by more than a point.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from survey.analysis.codes import Coded, code_ratings
+from survey.ratings import GOLD_HIGH, GOLD_LOW, HIDDEN_DUPLICATE, first_showings
+
 MIN_CORRELATION = 0.25
 MIN_RATINGS_FOR_CORRELATION = 5
+MIN_MOS_SPREAD = 1.0
+BT500_READINGS = ("sample", "population")
 MAX_GOLD_FAILURE_SHARE = 0.25
 MIN_GOLD_IMAGES = 3
 MAX_RETEST_DIFFERENCE = 1.5
 MIN_DUPLICATES = 5
-GOLD_HIGH, GOLD_LOW = "hr", "nearest"
 MIN_MEDIAN_RESPONSE_MS = 800
 MIN_RESPONSE_CV = 0.1
 MIN_TIMED_RATINGS = 10
@@ -69,27 +83,6 @@ MAX_AGREEMENT = 0.95
 MIN_SHARED_STIMULI = 30
 
 
-@dataclass(frozen=True)
-class Coded:
-    """First-showing ratings as integer codes for raters and stimuli (image, method)."""
-
-    raters: list[str]
-    rater_idx: np.ndarray
-    stimulus_idx: np.ndarray
-    n_stimuli: int
-    scores: np.ndarray
-
-
-def code_ratings(ratings: pd.DataFrame) -> Coded:
-    first = ratings[ratings["repeat"] == 0]
-    raters = sorted(first["rater"].unique())
-    rater_idx = pd.Categorical(first["rater"], categories=raters).codes.astype(np.int64)
-    stimulus_idx = first.groupby(["image", "method"], sort=False).ngroup().to_numpy()
-    n_stimuli = int(stimulus_idx.max()) + 1 if stimulus_idx.size else 0
-    return Coded(raters, rater_idx, stimulus_idx, n_stimuli,
-                 first["score"].to_numpy(dtype=np.float64))
-
-
 def kurtosis_beta2(scores: np.ndarray) -> float:
     """BT.500's beta2 = m4 / m2^2 with central moments over N (scipy's fisher=False)."""
     x = np.asarray(scores, dtype=np.float64)
@@ -97,8 +90,11 @@ def kurtosis_beta2(scores: np.ndarray) -> float:
     return float(((x - x.mean()) ** 4).mean() / m2**2) if m2 > 0 else math.nan
 
 
-def bt500(coded: Coded) -> pd.DataFrame:
-    """Per rater: N, P, Q and whether BT.500's observer rejection applies."""
+def bt500(coded: Coded, *, reading: str = "sample") -> pd.DataFrame:
+    """Per rater: N, P, Q and whether BT.500's observer rejection applies (``reading``: see the
+    module's docstring)."""
+    if reading not in BT500_READINGS:
+        raise ValueError(f"unknown BT.500 reading {reading!r}: use {' or '.join(BT500_READINGS)}")
     s, u = coded.stimulus_idx, coded.scores
     k = coded.n_stimuli
     n = np.bincount(s, minlength=k).astype(np.float64)
@@ -108,10 +104,11 @@ def bt500(coded: Coded) -> pd.DataFrame:
     m4 = np.bincount(s, weights=dev**4, minlength=k) / np.maximum(n, 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         beta2 = m4 / m2**2
-        sd = np.sqrt(m2 * n / (n - 1))
+        sd = np.sqrt(m2 * n / (n - 1)) if reading == "sample" else np.sqrt(m2)
     normal = (beta2 >= 2) & (beta2 <= 4)
     band = np.where(normal, 2.0, math.sqrt(20.0)) * sd
-    usable = (n >= 2) & (m2 > 0)
+    # "population": a zero band where all agree puts each score on both sides of it.
+    usable = (n >= 2) & (m2 > 0) if reading == "sample" else n >= 1
     high = usable[s] & (u >= mean[s] + band[s])
     low = usable[s] & (u <= mean[s] - band[s])
     r = len(coded.raters)
@@ -147,16 +144,23 @@ def mos_correlation(coded: Coded) -> pd.Series:
         sxx = np.where(sxx < 1e-12, 0.0, sxx)
         syy = np.where(syy < 1e-12, 0.0, syy)
         corr = sxy / np.sqrt(sxx * syy)
+    low = np.full(r, np.inf)
+    high = np.full(r, -np.inf)
+    np.minimum.at(low, r_idx, y)
+    np.maximum.at(high, r_idx, y)
     out = pd.Series(corr, index=coded.raters, name="mos_correlation")
     out.attrs["n"] = pd.Series(cnt.astype(int), index=coded.raters)
     out.attrs["constant"] = pd.Series((sxx == 0) & (syy > 0), index=coded.raters)
+    # How far apart the stimuli this rater scored are (leave-one-out MOS, max - min).
+    out.attrs["spread"] = pd.Series(np.where(cnt > 0, high - low, np.nan), index=coded.raters)
     return out
 
 
 def gold_failures(ratings: pd.DataFrame, *, high: str = GOLD_HIGH, low: str = GOLD_LOW) -> pd.DataFrame:
     """Per rater: images with both gold methods rated, and the share where high < low."""
-    first = ratings[(ratings["repeat"] == 0) & ratings["method"].isin([high, low])]
-    raters = sorted(ratings.loc[ratings["repeat"] == 0, "rater"].unique())
+    shown_first = first_showings(ratings)
+    first = shown_first[shown_first["method"].isin([high, low])]
+    raters = sorted(shown_first["rater"].unique())
     table = first.pivot_table(index=["rater", "image"], columns="method", values="score",
                               aggfunc="mean")
     if high not in table.columns or low not in table.columns:
@@ -175,14 +179,14 @@ def gold_failures(ratings: pd.DataFrame, *, high: str = GOLD_HIGH, low: str = GO
 def retest_pairs(ratings: pd.DataFrame) -> pd.DataFrame:
     """One row per hidden duplicate: rater, image, method, first and second score."""
     keys = ["rater", "image", "method"]
-    first = ratings[ratings["repeat"] == 0].groupby(keys)["score"].first()
-    second = ratings[ratings["repeat"] == 1].groupby(keys)["score"].first()
+    first = first_showings(ratings).groupby(keys)["score"].first()
+    second = ratings[ratings["repeat"] == HIDDEN_DUPLICATE].groupby(keys)["score"].first()
     pairs = pd.concat({"first": first, "second": second}, axis=1, join="inner")
     return pairs.reset_index()
 
 
 def retest_by_rater(ratings: pd.DataFrame) -> pd.DataFrame:
-    raters = sorted(ratings.loc[ratings["repeat"] == 0, "rater"].unique())
+    raters = sorted(first_showings(ratings)["rater"].unique())
     pairs = retest_pairs(ratings)
     diff = (pairs["first"] - pairs["second"]).abs().groupby(pairs["rater"]).agg(["size", "mean"])
     diff = diff.reindex(raters)
@@ -195,7 +199,7 @@ def response_times(ratings: pd.DataFrame) -> pd.DataFrame:
 
     All NaN when the data has no response times (e.g. an imported CSV without them).
     """
-    raters = sorted(ratings.loc[ratings["repeat"] == 0, "rater"].unique())
+    raters = sorted(first_showings(ratings)["rater"].unique())
     if "response_ms" in ratings.columns:
         ms = pd.to_numeric(ratings["response_ms"], errors="coerce")
     else:
@@ -216,7 +220,7 @@ def method_pattern(ratings: pd.DataFrame) -> pd.Series:
     Over the methods the rater scored at least ``MIN_PATTERN_RATINGS_PER_METHOD`` times; NaN
     with fewer than ``MIN_PATTERN_METHODS`` such methods (too little to tell).
     """
-    first = ratings[ratings["repeat"] == 0]
+    first = first_showings(ratings)
     raters = sorted(first["rater"].unique())
     counts = first.groupby(["rater", "method", "score"]).size()
     per_method = counts.groupby(level=["rater", "method"]).agg(["sum", "max"])
@@ -297,10 +301,10 @@ def p913_model(coded: Coded, *, tolerance: float = 1e-8, max_iterations: int = 5
             "iterations": iterations}
 
 
-def screen_raters(ratings: pd.DataFrame) -> pd.DataFrame:
+def screen_raters(ratings: pd.DataFrame, *, bt500_reading: str = "sample") -> pd.DataFrame:
     """Every criterion per rater, the reasons for rejection, and the decision."""
     coded = code_ratings(ratings)
-    table = bt500(coded)
+    table = bt500(coded, reading=bt500_reading)
     corr = mos_correlation(coded)
     table["mos_correlation"] = corr
     table = table.join(gold_failures(ratings)).join(retest_by_rater(ratings))
@@ -316,7 +320,7 @@ def screen_raters(ratings: pd.DataFrame) -> pd.DataFrame:
         if row["bt500_reject"]:
             why.append(f"BT.500 (P={row['bt500_p']}, Q={row['bt500_q']})")
         n_corr = corr.attrs["n"][rater]
-        if n_corr >= MIN_RATINGS_FOR_CORRELATION:
+        if n_corr >= MIN_RATINGS_FOR_CORRELATION and corr.attrs["spread"][rater] >= MIN_MOS_SPREAD:
             if row["mos_correlation"] < MIN_CORRELATION:
                 why.append(f"r with MOS {row['mos_correlation']:.2f} < {MIN_CORRELATION}")
             elif corr.attrs["constant"][rater]:

@@ -1,0 +1,1 @@
+"""The analysis room: statistics on a validated ratings frame; never imports ``survey.study``."""
