@@ -143,7 +143,8 @@ def mos_correlation(coded: Coded) -> pd.Series:
         # Round-off can leave a tiny positive variance for a constant rater.
         sxx = np.where(sxx < 1e-12, 0.0, sxx)
         syy = np.where(syy < 1e-12, 0.0, syy)
-        corr = sxy / np.sqrt(sxx * syy)
+        # A constant rater (or constant MOS) has no correlation: NaN, never +-inf from round-off.
+        corr = np.where((sxx > 0) & (syy > 0), sxy / np.sqrt(sxx * syy), np.nan)
     low = np.full(r, np.inf)
     high = np.full(r, -np.inf)
     np.minimum.at(low, r_idx, y)
