@@ -45,7 +45,8 @@ def copy_of_the_project(folder: Path) -> Path:
     and the checkout must stay clean; nothing else of the checkout can leak into the package."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for package in PYPROJECT["tool"]["setuptools"]["packages"]:
-        shutil.copytree(ROOT / package, folder / package, ignore=ignore)
+        if "." not in package:  # a subpackage comes with its parent's folder
+            shutil.copytree(ROOT / package, folder / package, ignore=ignore)
     for name in ("pyproject.toml", "README.md", *(f"{m}.py" for m in PYPROJECT["tool"]["setuptools"]["py-modules"])):
         shutil.copy2(ROOT / name, folder / name)
     return folder

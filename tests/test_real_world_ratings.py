@@ -175,8 +175,9 @@ def test_an_interval_that_cannot_be_computed_is_never_drawn_as_a_point() -> None
 
 def test_raters_who_always_give_1_in_a_study_of_the_worst_quality_are_kept() -> None:
     """One condition, all of it bad: honest raters give 1 almost always, some always. Their
-    scores cannot track stimuli that differ by less than a point."""
-    honest = simulate_study(n_raters=12, n_images=20, methods={"nearest": 0.4}, seed=4)
+    scores cannot track stimuli that differ by less than a point, and two such raters agree on
+    every one of their 40 shared stimuli without copying each other."""
+    honest = simulate_study(n_raters=12, n_images=40, methods={"nearest": 0.4}, seed=4)
     constant = pd.concat([honest[honest["rater"] == "r000"].assign(rater=f"c{k}", session=f"s-c{k}", score=1)
                           for k in range(3)])
     frame = contract.validate(pd.concat([honest, constant], ignore_index=True))

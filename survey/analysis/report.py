@@ -295,7 +295,7 @@ def report_markdown(a: Analysis, *, command: str, figures: list[str], source_not
             f"{screening.MIN_PATTERN_RATINGS_PER_METHOD} times: the scores follow the method, not "
             f"the image), or (h) the same scores as another rater on >= "
             f"{screening.MAX_AGREEMENT:.0%} of >= {screening.MIN_SHARED_STIMULI} shared stimuli "
-            "(both are flagged). P.913 bias and inconsistency are reported, not used to reject.", ""]
+            "(both are flagged; like (b), only where the stimuli differ by a point of MOS). P.913 bias and inconsistency are reported, not used to reject.", ""]
     rows = []
     for rater, r in a.raters.iterrows():
         rows.append([str(rater), fmt(r["n_ratings"]), f"{fmt(r['bt500_p'])}/{fmt(r['bt500_q'])}",

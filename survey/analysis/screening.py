@@ -49,7 +49,7 @@ Default rule (``screen_raters``): reject a rater when any holds
       ratings;
   (g) method pattern >= 0.95 over >= 3 methods with >= 8 ratings each;
   (h) scores the same as another rater's on >= 95 % of >= 30 shared stimuli (both are
-      flagged: the report names the other).
+      flagged: the report names the other), where their stimuli differ by >= 1 point of MOS.
 Criteria (e) to (h) catch scripted raters ("ratings stuffing"): in a simulated study, ten
 bots that give each method a fixed score pass (a) to (d) (they rate HR above nearest and
 track the methods' order) yet move bicubic's MOS by more than a point.
@@ -308,6 +308,7 @@ def screen_raters(ratings: pd.DataFrame, *, bt500_reading: str = "sample") -> pd
     table = bt500(coded, reading=bt500_reading)
     corr = mos_correlation(coded)
     table["mos_correlation"] = corr
+    table["mos_spread"] = corr.attrs["spread"]
     table = table.join(gold_failures(ratings)).join(retest_by_rater(ratings))
     table = table.join(response_times(ratings))
     table["method_pattern"] = method_pattern(ratings)
@@ -349,7 +350,9 @@ def stuffing_reasons(row: pd.Series) -> list[str]:
     if row["method_pattern"] >= MAX_METHOD_PATTERN:
         why.append(f"one score per method on {row['method_pattern']:.0%} of their ratings "
                    "(scores follow the method, not the image)")
-    if row["closest_agreement"] >= MAX_AGREEMENT:
+    # Where the stimuli hardly differ (one quality level), honest raters agree on nearly every
+    # score: agreement is no sign of copying there.
+    if row["closest_agreement"] >= MAX_AGREEMENT and row["mos_spread"] >= MIN_MOS_SPREAD:
         why.append(f"the same scores as {row['closest_rater']} on {row['closest_agreement']:.0%} of "
                    f"{row['shared_stimuli']} shared stimuli")
     return why

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 # The condition roles are the ratings contract's: nearest is shown as an example of 1 (Bad), the
 # reference (hr) as one of 5 (Excellent), and both are hidden among the rated stimuli as gold items.
-from survey.ratings import CALIBRATION_HIGH, CALIBRATION_LOW, GOLD_METHODS  # noqa: F401
+from survey.ratings import CALIBRATION_HIGH, CALIBRATION_LOW
 
 StimulusKey = tuple[int, int, str]  # (stimulus id, image id, method name)
 
