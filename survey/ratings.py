@@ -141,10 +141,9 @@ def validate(raw: pd.DataFrame, *, source: str = "the ratings", lines: Sequence[
             out[column] = pd.Series(pd.NaT, index=range(n), dtype="datetime64[ns, UTC]").array
             continue
         values = raw[column]
-        text = values.astype(str).str.strip().where(values.notna(), "")
-        text = text.where(~text.isin(["", "NaT", "nan", "None"]), "")
+        text = _cell_text(values)
         if pd.api.types.is_datetime64_any_dtype(values):
-            parsed = pd.to_datetime(values, utc=True)
+            parsed = pd.to_datetime(values.reset_index(drop=True), utc=True)
         else:
             parsed = pd.to_datetime(text.replace("", None), utc=True, errors="coerce", format="ISO8601")
         refuse((parsed.isna() & (text != "")).to_numpy(), f"{column} is not an ISO 8601 time",
@@ -152,8 +151,7 @@ def validate(raw: pd.DataFrame, *, source: str = "the ratings", lines: Sequence[
         out[column] = parsed.reset_index(drop=True).array
     if "response_ms" in present:
         values = raw["response_ms"]
-        text = values.astype(str).str.strip().where(values.notna(), "")
-        text = text.where(~text.isin(["", "<NA>", "nan", "None"]), "")
+        text = _cell_text(values)
         numbers = pd.to_numeric(text.replace("", None), errors="coerce")
         bad = (text != "") & (numbers.isna() | (numbers != np.round(numbers)) | (numbers < 0))
         refuse(bad.to_numpy(), "response_ms must be a whole number of milliseconds",
@@ -166,6 +164,13 @@ def validate(raw: pd.DataFrame, *, source: str = "the ratings", lines: Sequence[
         twice = frame.duplicated(list(DUPLICATE_KEY), keep=False).to_numpy()
         refuse(twice, "the same rater rated the same image and method twice with the same repeat flag")
     return frame
+
+
+def _cell_text(values: pd.Series) -> pd.Series:
+    """A time or number column's cells as trimmed text; "" where missing (a blank CSV cell, or
+    None, NaN, NaT or NA, also as the text a frame cast to str holds)."""
+    text = values.astype(str).str.strip().where(values.notna(), "").reset_index(drop=True)
+    return text.where(~text.isin(["nan", "NaN", "NaT", "None", "<NA>"]), "")
 
 
 def _whole_numbers(values: pd.Series, name: str, lines: np.ndarray, source: str, *,

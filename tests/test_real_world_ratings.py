@@ -245,3 +245,14 @@ def test_the_report_names_the_bt500_reading_it_used(tmp_path: Path) -> None:
         raters = report.read_table(out / "raters.csv").set_index("rater")
         assert bool(raters.loc["x", "bt500_reject"]) is x_rejected
         assert ("BT.500 (P=2, Q=2)" in raters.loc["x", "reasons"]) is x_rejected
+
+
+def test_validate_takes_a_filtered_frame_with_real_times() -> None:
+    """A frame cut from a bigger one (its index not 0..n-1), times already datetimes, one missing."""
+    full = contract.validate(simulate_study(n_raters=3, n_images=2, seed=1))
+    cut = full[full["rater"] == "r001"].copy()
+    cut.loc[cut.index[0], "shown_at"] = pd.NaT
+    again = contract.validate(cut)
+    assert list(again.index) == list(range(len(cut)))
+    assert again["shown_at"].isna().sum() == 1
+    assert (again["answered_at"].to_numpy() == cut["answered_at"].to_numpy()).all()

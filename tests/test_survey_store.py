@@ -286,7 +286,7 @@ def test_export_round_trip_and_import_is_idempotent(engine, db_url, tmp_path):
     assert list(frame["score"]) == scores and frame["repeat"].sum() == 1
     assert (frame["response_ms"] >= 0).all() and (frame["answered_at"] >= frame["shown_at"]).all()
     assert code not in set(frame["rater"])  # the secret code never leaves the database
-    path = export.write_ratings_csv(frame, tmp_path / "ratings.csv")
+    path = contract.write_csv(frame, tmp_path / "ratings.csv")
     assert path.read_text().splitlines()[0] == ",".join(contract.COLUMNS)
     back = export.read_ratings_csv(path)
     assert back.equals(frame)

@@ -22,7 +22,7 @@ from PIL import Image as PILImage
 
 from survey.analysis import reliability, screening, stats
 from survey.analysis.codes import code_ratings
-from survey.ratings import DUPLICATE_KEY, HIDDEN_DUPLICATE, SCORE_LABELS, first_showings, method_order
+from survey.ratings import HIDDEN_DUPLICATE, SCORE_LABELS, duplicated, first_showings, method_order
 
 BT500_READING_TEXT = {
     "sample": "sample SD (N - 1), stimuli where all raters agree skipped",
@@ -76,8 +76,8 @@ def analyse(ratings: pd.DataFrame, *, study: str = "", screening_on: bool = True
     """
     started = time.perf_counter()
     notes = []
-    twice = ratings.duplicated(list(DUPLICATE_KEY), keep="first").to_numpy() if len(ratings) else []
-    merged = int(np.sum(twice))
+    twice = duplicated(ratings)
+    merged = int(twice.sum())
     if merged:
         ratings = ratings[~twice]
     first = first_showings(ratings)

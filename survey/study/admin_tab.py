@@ -23,11 +23,11 @@ import pandas as pd
 from PIL import Image as PILImage
 
 from survey.analysis import report
-from survey.ratings import FIRST_SHOWING, RatingsError, select_study
+from survey.ratings import FIRST_SHOWING, RatingsError, select_study, write_csv
 from survey.study import store
 from survey.study.cleanup import ONE_SHOT
 from survey.study.db import get_engine
-from survey.study.export import read_ratings, write_ratings_csv
+from survey.study.export import read_ratings
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def make_results(*, db_url: str, admin_token: str | None, out_dir: Path, token: 
         # written and read back. Only the ratings CSV is a file, for its download.
         markdown = report.report_markdown(analysis, command=command, figures=[])
         figures = report.figure_images(analysis)
-        csv_path = write_ratings_csv(ratings, folder / f"ratings_{_folder_name(study_name)}.csv")
+        csv_path = write_csv(ratings, folder / f"ratings_{_folder_name(study_name)}.csv")
     except Exception:  # the admin gets a message; the details go to the server log
         log.exception("results report failed")
         return ResultsView(message="**The report failed** on this data; see the server log.")

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from survey.ratings import COLUMNS, RatingsError, validate
 from survey.ratings import read_csv as read_contract_csv
-from survey.ratings import write_csv as write_contract_csv
+from survey.ratings import write_csv
 from survey.study import store
 from survey.study.db import (
     Image,
@@ -97,11 +97,6 @@ def read_ratings(db_url: str, study: str | None = None) -> pd.DataFrame:
         raise
     except Exception as error:  # the database layer raises many kinds; the user needs the text
         raise RatingsError(f"cannot read ratings from {display_url(db_url)}: {error}") from None
-
-
-def write_ratings_csv(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write ratings as the contract's CSV (times ISO 8601 UTC)."""
-    return write_contract_csv(df, path)
 
 
 def read_ratings_csv(path: str | Path) -> pd.DataFrame:
@@ -263,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
                 # Exporting must not create an empty database where none was.
                 raise store.StudyError(f"No study database at {database} (pass --db, or run the study first).")
             frame = ratings_frame(db_url, args.study)
-            write_ratings_csv(frame, args.out)
+            write_csv(frame, args.out)
             print(f"{len(frame)} ratings written to {args.out}")
         elif args.command == "backup":
             ratings = backup_sqlite(db_url, args.out)
